@@ -1,0 +1,1 @@
+"""elemta_smtp.acme"""

@@ -1,0 +1,166 @@
+"""Helpers shared by the integration and end-to-end tests: free ports, config
+files, and a real ``elemta serve`` process that is always cleaned up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomlkit
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Setup:
+    """A config file for a daemon on 127.0.0.1 with every path under ``root``."""
+
+    root: Path
+    smtp_port: int = field(default_factory=free_port)
+    smtps_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "elemta.toml"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def maildir_root(self) -> Path:
+        return self.root / "mail"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "elemta.pid"
+
+    def write(self, overrides: Mapping[str, Mapping[str, object]] | None = None) -> Path:
+        """Write elemta.toml; ``overrides`` maps a section ("tls.letsencrypt") to keys."""
+        sections: dict[str, dict[str, object]] = {
+            "server": {
+                "hostname": "mail.example.com",
+                "listen_addr": f"127.0.0.1:{self.smtp_port}",
+                "pid_file": str(self.pid_file),
+                "idle_timeout": "60s",
+                "shutdown_timeout": "10s",
+            },
+            "delivery": {
+                "local_domains": ["example.com"],
+                "maildir_root": str(self.maildir_root),
+            },
+            "tls": {"listen_addr": f"127.0.0.1:{self.smtps_port}"},
+            "tls.letsencrypt": {
+                "cache_dir": str(self.cache_dir),
+                "http_addr": f"127.0.0.1:{self.http_port}",
+                "domain": "mail.example.com",
+            },
+        }
+        for section, keys in (overrides or {}).items():
+            sections.setdefault(section, {}).update(keys)
+        doc = tomlkit.document()
+        for section, keys in sections.items():
+            table = tomlkit.table()
+            for key, value in keys.items():
+                table[key] = value
+            _nest(doc, section.split("."), table)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(tomlkit.dumps(doc))
+        return self.config_path
+
+
+def _nest(doc: tomlkit.TOMLDocument, parts: list[str], table: tomlkit.items.Table) -> None:
+    container: tomlkit.TOMLDocument | tomlkit.items.Table = doc
+    for part in parts[:-1]:
+        if part not in container:
+            container[part] = tomlkit.table(is_super_table=True)
+        container = container[part]  # type: ignore[assignment]
+    container[parts[-1]] = table
+
+
+def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+@dataclass
+class Daemon:
+    """A running ``elemta serve`` child process."""
+
+    process: subprocess.Popen[bytes]
+    setup: Setup
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def sighup(self) -> None:
+        os.kill(self.process.pid, signal.SIGHUP)
+
+    def wait_for_log(self, text: str, timeout: float = 15.0, count: int = 1) -> None:
+        """Block until ``text`` appears ``count`` times in the daemon's log."""
+        deadline = time.monotonic() + timeout
+        while self.log().count(text) < count:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.process.returncode}):\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged within {timeout}s:\n{self.log()}")
+            time.sleep(0.05)
+
+
+def elemta_command(*args: str) -> list[str]:
+    """The ``elemta`` command of the interpreter running the tests."""
+    return [sys.executable, "-m", "elemta_smtp", *args]
+
+
+@contextmanager
+def running_daemon(setup: Setup, env: Mapping[str, str] | None = None,
+                   wait_ports: bool = True) -> Iterator[Daemon]:
+    """Start ``elemta serve -c <setup>`` and stop it (SIGTERM, then SIGKILL) afterwards."""
+    log_path = setup.root / "daemon.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            elemta_command("serve", "-c", str(setup.config_path)),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    daemon = Daemon(process, setup, log_path)
+    try:
+        if wait_ports:
+            daemon.wait_for_log("elemta ready")
+        yield daemon
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
