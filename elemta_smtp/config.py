@@ -19,6 +19,7 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
+from elemta_smtp.errors import ElemtaError
 from elemta_smtp.units import Address, parse_address, parse_duration, parse_size
 
 DEFAULT_CONFIG_PATH = Path("/etc/elemta/elemta.toml")
@@ -43,7 +44,7 @@ class Problem:
         return f"{where}:{key} {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(ElemtaError):
     """elemta.toml cannot be used; ``problems`` lists every reason."""
 
     def __init__(self, problems: list[Problem]) -> None:
@@ -203,7 +204,8 @@ def _size(value: object) -> int:
     return size
 
 
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
 _EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
