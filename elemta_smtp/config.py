@@ -394,7 +394,7 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
     config, more = _build(values, path, lines, base_dir)
     problems.extend(more)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems, key=lambda p: (p.line is None, p.line or 0)))
     return config
 
 

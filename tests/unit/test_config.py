@@ -1,0 +1,195 @@
+"""elemta.toml parsing: defaults, every problem reported with file, key and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from elemta_smtp.config import (
+    LETSENCRYPT_PRODUCTION,
+    LETSENCRYPT_STAGING,
+    SCHEMA,
+    ConfigError,
+    config_path,
+    dev_config,
+    load_config,
+    parse_config,
+)
+from elemta_smtp.units import Address
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "e.toml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_empty_file_gives_documented_defaults() -> None:
+    """An empty file is a valid config with the documented defaults."""
+    config = parse_config("[server]\nhostname = \"mail.example.com\"\n")
+    assert config.server.listen_addr == Address("", 25)
+    assert config.server.pid_file == Path("/run/elemta/elemta.pid")
+    assert config.server.max_connections == 1000
+    assert config.server.idle_timeout == 300
+    assert config.server.max_message_size == 25_000_000
+    assert config.server.max_recipients == 100
+    assert config.server.max_errors == 20
+    assert config.delivery.local_domains == ("mail.example.com",)
+    assert config.delivery.bare_newline == "normalize"
+    assert config.tls.enabled and config.tls.enable_starttls
+    assert config.tls.listen_addr == Address("", 465)
+    assert config.tls.letsencrypt.domain == "mail.example.com"
+    assert config.tls.letsencrypt.http_addr == Address("", 80)
+    assert config.tls.renewal.check_interval == 12 * 3600
+    assert config.tls.renewal.renewal_timeout == 300
+
+
+def test_issue_example_parses() -> None:
+    """The key names the project promises parse into typed values."""
+    config = parse_config("""
+[server]
+hostname = "mail.example.com"
+listen_addr = ":25"
+pid_file = "/run/elemta/elemta.pid"
+max_connections = 1000
+idle_timeout = "5m"
+max_message_size = 1048576
+max_recipients = 50
+max_errors = 20
+
+[delivery]
+local_domains = ["example.com", "Example.ORG."]
+local_users = ["Alice", "bob"]
+maildir_root = "/var/mail/elemta"
+bare_newline = "reject"
+
+[tls]
+enabled = true
+listen_addr = "[::1]:465"
+enable_starttls = false
+cert_file = "/etc/ssl/mail.pem"
+key_file = "/etc/ssl/mail.key"
+
+[tls.letsencrypt]
+enabled = true
+domain = "mail.example.com"
+email = "admin@example.com"
+cache_dir = "/var/lib/elemta"
+staging = true
+directory_url = ""
+http_addr = ":80"
+
+[tls.renewal]
+auto_renew = true
+renewal_days = 30
+check_interval = "24h"
+renewal_timeout = "90s"
+
+[notify]
+recipients = []
+relay = "smtp.example.net:587"
+""")
+    assert config.server.max_message_size == 1_048_576
+    assert config.delivery.local_domains == ("example.com", "example.org")
+    assert config.delivery.local_users == ("alice", "bob")
+    assert config.tls.listen_addr == Address("::1", 465)
+    assert config.tls.cert_file == Path("/etc/ssl/mail.pem")
+    assert config.tls.letsencrypt.acme_directory == LETSENCRYPT_STAGING
+    assert config.tls.renewal.check_interval == 86400
+    assert config.notify.recipients == ("admin@example.com",)
+
+
+def test_acme_directory_choice() -> None:
+    """directory_url overrides staging; production is the default."""
+    base = "[tls.letsencrypt]\n"
+    assert parse_config(base).tls.letsencrypt.acme_directory == LETSENCRYPT_PRODUCTION
+    url = "https://127.0.0.1:14000/dir"
+    text = f'{base}staging = true\ndirectory_url = "{url}"\n'
+    assert parse_config(text).tls.letsencrypt.acme_directory == url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[server]\nhostnme = "a.b"\n', 'e.toml:2: [server.hostnme] unknown key "hostnme"; did you mean "hostname"?'),
+        ("[tls.renewal]\nrenewal_dys = 3\n", 'did you mean "renewal_days"?'),
+        ("[sever]\n", 'e.toml:1: [sever] unknown section "sever"; did you mean "server"?'),
+        ('[tls]\nletsencript = {enabled = true}\n', 'did you mean "letsencrypt"?'),
+        ('[server]\nmax_connections = "lots"\n', "e.toml:2: [server.max_connections] expected a whole number"),
+        ('[server]\nidle_timeout = 300\n', '[server.idle_timeout] expected a duration string such as "90s"'),
+        ('[server]\nidle_timeout = "5 minutes"\n', "is not a duration"),
+        ('[server]\nlisten_addr = "localhost:25"\n', "is not an IP address"),
+        ('[server]\nmax_message_size = "25 parsecs"\n', "is not a size"),
+        ('[delivery]\nbare_newline = "fix"\n', 'must be one of "normalize", "reject"'),
+        ('[delivery]\nlocal_domains = "example.com"\n', "expected a list"),
+        ('[delivery]\nlocal_domains = ["exa mple.com"]\n', "is not a domain name"),
+        ("[tls]\nenabled = 1\n", "expected true or false"),
+        ('[tls]\ncert_file = "/a.pem"\n', "set both cert_file and key_file"),
+        ("[tls.letsencrypt]\nenabled = true\n", "[tls.letsencrypt.email] is required"),
+        ('[tls.letsencrypt]\ndirectory_url = "acme.example"\n', "is not a URL"),
+        ("[tls.renewal]\nrenewal_days = 0\n", "must be from 1 to 365"),
+        ('[tls.renewal]\ncheck_interval = "1s"\n', "must be from 60s"),
+        ('[notify]\nrelay = "smtp.example.net"\n', '"host:port"'),
+        ('[server]\nlisten_addr = ""\n[tls]\nenabled = false\n', "no listener left"),
+        ("[server\n", "not valid TOML"),
+        ("server = 3\n", "must be a table [server]"),
+    ],
+    ids=lambda v: v.split("\n")[1] if "\n" in v and v.split("\n")[1] else v[:30],
+)
+def test_bad_config_is_refused_with_a_clear_message(text: str, expected: str) -> None:
+    """Each kind of mistake gives one message that names file, key, line and what is allowed."""
+    found = problems_of(text)
+    assert any(expected in p for p in found), found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Several mistakes are all reported together, each on its own line."""
+    found = problems_of('[server]\nmax_errors = 0\nmax_recipients = "x"\n[delivery]\nbare_newline = 1\n')
+    assert [p.split(":")[1] for p in found] == ["2", "3", "5"]
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    """Relative paths in a config file resolve against the file's folder, not the cwd."""
+    path = tmp_path / "elemta.toml"
+    path.write_text('[delivery]\nmaildir_root = "mail"\n[tls.letsencrypt]\ncache_dir = "c"\n')
+    config = load_config(path)
+    assert config.delivery.maildir_root == tmp_path / "mail"
+    assert config.tls.letsencrypt.cache_dir == tmp_path / "c"
+    assert config.path == path
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A missing config file says how to point elemta at one."""
+    with pytest.raises(ConfigError, match="ELEMTA_CONFIG"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_config_path_precedence() -> None:
+    """-c wins over $ELEMTA_CONFIG, which wins over /etc/elemta/elemta.toml."""
+    assert config_path("a.toml", {"ELEMTA_CONFIG": "b.toml"}) == Path("a.toml")
+    assert config_path(None, {"ELEMTA_CONFIG": "b.toml"}) == Path("b.toml")
+    assert config_path(None, {}) == Path("/etc/elemta/elemta.toml")
+
+
+def test_dev_config_is_self_contained(tmp_path: Path) -> None:
+    """The embedded default listens on loopback only and keeps every file under its data dir."""
+    config = dev_config(tmp_path)
+    assert config.server.listen_addr == Address("127.0.0.1", 2525)
+    assert config.tls.listen_addr == Address("127.0.0.1", 4465)
+    assert config.tls.letsencrypt.http_addr is not None
+    assert config.tls.letsencrypt.http_addr.host == "127.0.0.1"
+    assert not config.tls.letsencrypt.enabled
+    for path in (config.server.pid_file, config.delivery.maildir_root, config.tls.letsencrypt.cache_dir):
+        assert path.is_relative_to(tmp_path)
+
+
+def test_example_config_documents_every_key() -> None:
+    """packaging/elemta.toml parses and mentions every key of the schema."""
+    example = Path(__file__).parents[2] / "packaging" / "elemta.toml"
+    text = example.read_text()
+    parse_config(text, str(example))
+    for section, keys in SCHEMA.items():
+        assert f"[{section}]" in text, section
+        for key in keys:
+            assert f"{key} =" in text, f"{section}.{key}"

@@ -1,0 +1,74 @@
+"""The value parsers behind elemta.toml: durations, sizes, listen addresses."""
+
+from __future__ import annotations
+
+import pytest
+
+from elemta_smtp.units import Address, parse_address, parse_duration, parse_size
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("5m", 300), ("12h", 43200), ("24h", 86400), ("1d", 86400),
+     ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400), (" 5M ", 300)],
+    ids=lambda v: str(v),
+)
+def test_duration_accepted(text: str, seconds: float) -> None:
+    """Durations with units turn into seconds."""
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "5", "5 minutes", "m5", "5m x", "-5m", 300, True, None],
+                         ids=repr)
+def test_duration_refused(value: object) -> None:
+    """Anything but a number with a unit is refused, with the allowed forms named."""
+    with pytest.raises(ValueError, match="90s"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("25MB", 25_000_000), ("25 MB", 25_000_000), ("512KiB", 524_288), ("1GiB", 1 << 30),
+     (10_240, 10_240), ("2048", 2048), ("1.5MB", 1_500_000), ("10kb", 10_000)],
+    ids=lambda v: str(v),
+)
+def test_size_accepted(value: object, size: int) -> None:
+    """Sizes are plain bytes or use SI (KB, MB) or binary (KiB, MiB) units."""
+    assert parse_size(value) == size
+
+
+@pytest.mark.parametrize("value", ["25 furlongs", "MB", "", -1, True, 1.5, "ten"], ids=repr)
+def test_size_refused(value: object) -> None:
+    """Sizes with unknown units or the wrong type are refused."""
+    with pytest.raises(ValueError):
+        parse_size(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "address"),
+    [(":25", Address("", 25)), ("127.0.0.1:2525", Address("127.0.0.1", 2525)),
+     ("[::1]:465", Address("::1", 465)), ("[::]:25", Address("::", 25)),
+     ("0.0.0.0:0", Address("0.0.0.0", 0))],
+    ids=lambda v: str(v),
+)
+def test_address_accepted(text: str, address: Address) -> None:
+    """The three documented address forms parse."""
+    assert parse_address(text) == address
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["25", "::1:465", "[127.0.0.1]:25", "localhost:25", "127.0.0.1:99999", "127.0.0.1:", "[::1]465",
+     "1.2.3:25"],
+    ids=repr,
+)
+def test_address_refused(text: str) -> None:
+    """Names, bare ports, unbracketed IPv6 and bad ports are refused with the allowed forms."""
+    with pytest.raises(ValueError, match=r'":25"'):
+        parse_address(text)
+
+
+def test_address_str_round_trips() -> None:
+    """An address prints in the form it is written in."""
+    assert str(parse_address("[::1]:465")) == "[::1]:465"
+    assert str(parse_address("127.0.0.1:25")) == "127.0.0.1:25"
