@@ -112,11 +112,13 @@ def test_acme_directory_choice() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[server]\nhostnme = "a.b"\n', 'e.toml:2: [server.hostnme] unknown key "hostnme"; did you mean "hostname"?'),
+        ('[server]\nhostnme = "a.b"\n',
+         'e.toml:2: [server.hostnme] unknown key "hostnme"; did you mean "hostname"?'),
         ("[tls.renewal]\nrenewal_dys = 3\n", 'did you mean "renewal_days"?'),
         ("[sever]\n", 'e.toml:1: [sever] unknown section "sever"; did you mean "server"?'),
         ('[tls]\nletsencript = {enabled = true}\n', 'did you mean "letsencrypt"?'),
-        ('[server]\nmax_connections = "lots"\n', "e.toml:2: [server.max_connections] expected a whole number"),
+        ('[server]\nmax_connections = "lots"\n',
+         "e.toml:2: [server.max_connections] expected a whole number"),
         ('[server]\nidle_timeout = 300\n', '[server.idle_timeout] expected a duration string such as "90s"'),
         ('[server]\nidle_timeout = "5 minutes"\n', "is not a duration"),
         ('[server]\nlisten_addr = "localhost:25"\n', "is not an IP address"),

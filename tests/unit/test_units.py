@@ -11,7 +11,7 @@ from elemta_smtp.units import Address, parse_address, parse_duration, parse_size
     ("text", "seconds"),
     [("90s", 90), ("5m", 300), ("12h", 43200), ("24h", 86400), ("1d", 86400),
      ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400), (" 5M ", 300)],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_duration_accepted(text: str, seconds: float) -> None:
     """Durations with units turn into seconds."""
@@ -30,7 +30,7 @@ def test_duration_refused(value: object) -> None:
     ("value", "size"),
     [("25MB", 25_000_000), ("25 MB", 25_000_000), ("512KiB", 524_288), ("1GiB", 1 << 30),
      (10_240, 10_240), ("2048", 2048), ("1.5MB", 1_500_000), ("10kb", 10_000)],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_size_accepted(value: object, size: int) -> None:
     """Sizes are plain bytes or use SI (KB, MB) or binary (KiB, MiB) units."""
@@ -49,7 +49,7 @@ def test_size_refused(value: object) -> None:
     [(":25", Address("", 25)), ("127.0.0.1:2525", Address("127.0.0.1", 2525)),
      ("[::1]:465", Address("::1", 465)), ("[::]:25", Address("::", 25)),
      ("0.0.0.0:0", Address("0.0.0.0", 0))],
-    ids=lambda v: str(v),
+    ids=str,
 )
 def test_address_accepted(text: str, address: Address) -> None:
     """The three documented address forms parse."""
