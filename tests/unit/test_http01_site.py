@@ -1,0 +1,171 @@
+"""The daemon's HTTP-01 site, driven through real HTTP parsing over a
+StringTransport with a task.Clock (no sockets, no reactor)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+
+from elemta_smtp.acme.http01 import http01_site, token_from_path
+
+TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+ANSWER = TOKEN.encode() + b".thumbprint_-abc"
+
+
+@pytest.fixture
+def webroot(tmp_path: Path) -> Path:
+    challenges = tmp_path / "webroot" / ".well-known" / "acme-challenge"
+    challenges.mkdir(parents=True)
+    (challenges / TOKEN).write_bytes(ANSWER)
+    return tmp_path / "webroot"
+
+
+def request(webroot: Path, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send one raw HTTP request to a fresh site; return status, headers, body."""
+    site = http01_site(webroot, reactor=cast(IReactorTime, Clock()))
+    peer = IPv4Address("TCP", "192.0.2.7", 40000)
+    protocol = site.buildProtocol(peer)  # type: ignore[no-untyped-call]
+    assert protocol is not None
+    transport = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
+    protocol.makeConnection(transport)
+    protocol.dataReceived(raw)
+    output: bytes = transport.value()  # type: ignore[no-untyped-call]
+    head, _, body = output.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.split(b"\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    protocol.connectionLost(None)
+    return int(status_line.split()[1]), headers, body
+
+
+def get(webroot: Path, path: str, method: str = "GET") -> tuple[int, dict[bytes, bytes], bytes]:
+    raw = f"{method} {path} HTTP/1.1\r\nHost: mail.example.com\r\nConnection: close\r\n"
+    if method == "POST":
+        raw += "Content-Length: 0\r\n"
+    return request(webroot, (raw + "\r\n").encode())
+
+
+@pytest.fixture
+def events() -> Iterator[list[LogEvent]]:
+    seen: list[LogEvent] = []
+    observer = cast(ILogObserver, seen.append)
+    globalLogPublisher.addObserver(observer)
+    yield seen
+    globalLogPublisher.removeObserver(observer)
+
+
+def test_serves_key_authorization_as_text_plain(webroot: Path) -> None:
+    """A stored token is answered 200 with its key authorization as text/plain."""
+    status, headers, body = get(webroot, f"/.well-known/acme-challenge/{TOKEN}")
+    assert (status, body) == (200, ANSWER)
+    assert headers[b"content-type"] == b"text/plain"
+
+
+def test_head_has_headers_and_no_body(webroot: Path) -> None:
+    """HEAD gets the GET status and length but no body."""
+    status, headers, body = get(webroot, f"/.well-known/acme-challenge/{TOKEN}", "HEAD")
+    assert (status, body) == (200, b"")
+    assert headers[b"content-length"] == str(len(ANSWER)).encode()
+
+
+def test_unknown_token_is_404(webroot: Path) -> None:
+    """A well-formed token with no file behind it is 404."""
+    status, _, body = get(webroot, "/.well-known/acme-challenge/nosuchtoken")
+    assert status == 404
+    assert ANSWER not in body
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/", id="root"),
+    pytest.param("/.well-known/", id="well-known-listing"),
+    pytest.param("/.well-known/acme-challenge/", id="challenge-dir-listing"),
+    pytest.param("/.well-known/acme-challenge", id="challenge-dir-no-slash"),
+    pytest.param(f"/other/{TOKEN}", id="other-prefix"),
+    pytest.param(f"/x/.well-known/acme-challenge/{TOKEN}", id="nested-prefix"),
+    pytest.param(f"/.well-known/acme-challenge/{TOKEN}/", id="trailing-slash"),
+    pytest.param(f"/.well-known/acme-challenge/{TOKEN}/x", id="extra-segment"),
+    pytest.param("/.well-known/acme-challenge/../../secret", id="dotdot"),
+    pytest.param("/.well-known/acme-challenge/%2e%2e%2f%2e%2e%2fsecret", id="encoded-dotdot"),
+    pytest.param("/.well-known/acme-challenge/..%2F..%2Fsecret", id="encoded-slash"),
+    pytest.param("/.well-known/acme-challenge/secret.txt", id="dot-in-token"),
+    pytest.param("/.well-known/acme-challenge/a%00b", id="nul-in-token"),
+    pytest.param("/.well-known/acme-challenge/" + "a" * 257, id="token-too-long"),
+    pytest.param("/.well-known/acme-challenge/t%20k", id="space-in-token"),
+])
+def test_everything_else_is_404(webroot: Path, path: str) -> None:
+    """Only .well-known/acme-challenge/<base64url token> is served; no listing, no traversal."""
+    (webroot.parent / "secret").write_bytes(b"TOP SECRET")
+    (webroot / ".well-known" / "acme-challenge" / "secret.txt").write_bytes(b"TOP SECRET")
+    status, _, body = get(webroot, path)
+    assert status == 404
+    assert b"SECRET" not in body and ANSWER not in body
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+def test_only_get_and_head(webroot: Path, method: str) -> None:
+    """Other methods are refused with 405 and never see the answer."""
+    status, _, body = get(webroot, f"/.well-known/acme-challenge/{TOKEN}", method)
+    assert status == 405
+    assert ANSWER not in body
+
+
+def test_symlinked_token_is_not_followed(webroot: Path) -> None:
+    """A token that is a symlink (e.g. to a private key) is 404."""
+    (webroot.parent / "key.pem").write_bytes(b"PRIVATE KEY")
+    os.symlink(webroot.parent / "key.pem", webroot / ".well-known" / "acme-challenge" / "link")
+    status, _, body = get(webroot, "/.well-known/acme-challenge/link")
+    assert status == 404
+    assert b"PRIVATE" not in body
+
+
+def test_reads_tokens_at_request_time(webroot: Path) -> None:
+    """Tokens written or removed after the site starts are seen at once."""
+    site_dir = webroot / ".well-known" / "acme-challenge"
+    assert get(webroot, "/.well-known/acme-challenge/later")[0] == 404
+    (site_dir / "later").write_bytes(b"later.tp")
+    assert get(webroot, "/.well-known/acme-challenge/later")[:3:2] == (200, b"later.tp")
+    (site_dir / "later").unlink()
+    assert get(webroot, "/.well-known/acme-challenge/later")[0] == 404
+
+
+def test_missing_webroot_is_404(tmp_path: Path) -> None:
+    """Before the plugin ever created the webroot, requests are 404, not errors."""
+    assert get(tmp_path / "nope", f"/.well-known/acme-challenge/{TOKEN}")[0] == 404
+
+
+def test_one_log_line_per_challenge_served(webroot: Path, events: list[LogEvent]) -> None:
+    """A served challenge logs exactly one line naming token and client; a 404 logs nothing."""
+    get(webroot, "/.well-known/acme-challenge/nosuchtoken")
+    get(webroot, "/favicon.ico")
+    assert ours(events) == []
+    get(webroot, f"/.well-known/acme-challenge/{TOKEN}")
+    served = ours(events)
+    assert len(served) == 1
+    assert served[0]["token"] == TOKEN and served[0]["client"] == "192.0.2.7"
+
+
+def ours(events: list[LogEvent]) -> list[LogEvent]:
+    return [e for e in events if e.get("log_namespace") == "elemta_smtp.acme.http01"]
+
+
+@pytest.mark.parametrize(("postpath", "expected"), [
+    pytest.param([b".well-known", b"acme-challenge", b"abc-_XYZ09"], "abc-_XYZ09", id="ok"),
+    pytest.param([b".well-known", b"acme-challenge", b""], None, id="empty"),
+    pytest.param([b".well-known", b"acme-challenge", b"a\nb"], None, id="newline"),
+    pytest.param([b".well-known", b"acme-challenge", b"abc\n"], None, id="trailing-newline"),
+    pytest.param([b".well-known", b"ACME-challenge", b"abc"], None, id="case"),
+])
+def test_token_from_path(postpath: list[bytes], expected: str | None) -> None:
+    """The path rule accepts exactly base64url tokens under the challenge prefix."""
+    assert token_from_path(postpath) == expected
