@@ -1,0 +1,73 @@
+"""The ``elemta`` command line: parsing, exit statuses and messages."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from elemta_smtp.cli import EXIT_CONFIG, main
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
+    """A valid file is reported OK with exit status 0."""
+    path = tmp_path / "elemta.toml"
+    path.write_text('[server]\nhostname = "mail.example.com"\n')
+    code, out, _ = run("config", "check", "-c", str(path))
+    assert code == 0
+    assert f"{path}: OK" in out
+
+
+def test_config_check_lists_every_problem(tmp_path: Path) -> None:
+    """A bad file exits EX_CONFIG and prints one line per problem with line and key."""
+    path = tmp_path / "elemta.toml"
+    path.write_text('[server]\nhostnme = "x.y"\nmax_errors = 0\n')
+    code, _, err = run("config", "check", "-c", str(path))
+    assert code == EXIT_CONFIG
+    assert f'error: {path}:2: [server.hostnme] unknown key "hostnme"; did you mean "hostname"?' in err
+    assert f"error: {path}:3: [server.max_errors] must be from 1 to" in err
+    assert "2 problem(s)" in err
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without -c the file named by $ELEMTA_CONFIG is used."""
+    path = tmp_path / "env.toml"
+    path.write_text("[server]\nmax_errors = 0\n")
+    monkeypatch.setenv("ELEMTA_CONFIG", str(path))
+    code, _, err = run("config", "check")
+    assert code == EXIT_CONFIG
+    assert str(path) in err
+
+
+def test_serve_refuses_a_bad_config_before_starting(tmp_path: Path) -> None:
+    """``serve`` with a bad file prints the problems and exits without binding anything."""
+    path = tmp_path / "elemta.toml"
+    path.write_text('[server]\nlisten_addr = "localhost:25"\n')
+    code, _, err = run("serve", "-c", str(path))
+    assert code == EXIT_CONFIG
+    assert "is not an IP address" in err
+    assert "elemta did not start" in err
+
+
+def test_serve_dev_refuses_a_config_file(tmp_path: Path) -> None:
+    """--dev and -c contradict each other and are refused."""
+    code, _, err = run("serve", "--dev", "-c", str(tmp_path / "x.toml"))
+    assert code == EXIT_CONFIG
+    assert "--dev" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["bogus"], ["cert"], ["cert", "info", "--nope"], ["config"]],
+                         ids=lambda a: " ".join(a) or "nothing")
+def test_bad_arguments_exit_2_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown or missing subcommands and options exit 2 with a usage message."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage: elemta" in capsys.readouterr().err
