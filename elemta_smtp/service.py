@@ -1,0 +1,202 @@
+"""Builds the running daemon from a ``Config``: listeners, TLS, delivery, the
+HTTP-01 site, certificate management, the pid file, SIGHUP and graceful stop."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.logger import Logger
+
+from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.config import Config
+from elemta_smtp.errors import ElemtaError
+from elemta_smtp.smtp.maildir import MaildirSink
+from elemta_smtp.smtp.protocol import SMTPServer
+from elemta_smtp.smtp.session import SessionSettings
+from elemta_smtp.tls import store
+from elemta_smtp.tls.context import ServerTLS
+from elemta_smtp.units import Address
+
+log = Logger(namespace="elemta")
+
+
+class StartupError(ElemtaError):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid of a live process named in ``pid_file``, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def write_pid_file(pid_file: Path, pid: int) -> None:
+    """Write the pid file atomically; refuse when another live daemon owns it."""
+    other = read_pid(pid_file)
+    if other is not None and other != pid:
+        raise StartupError(f"{pid_file}: another elemta is running with pid {other}; "
+                           "stop it first, or set a different [server] pid_file")
+    try:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pid_file.with_name(f".{pid_file.name}.{pid}")
+        tmp.write_text(f"{pid}\n")
+        os.replace(tmp, pid_file)
+    except OSError as exc:
+        raise StartupError(f"cannot write pid file {pid_file}: {exc.strerror}; "
+                           "create its folder or set [server] pid_file") from None
+
+
+def listen_error(what: str, address: Address, exc: CannotListenError) -> StartupError:
+    """Turn a failed bind into a sentence an admin can act on."""
+    code = getattr(exc.socketError, "errno", None)
+    if code == errno.EADDRINUSE:
+        why = "the port is already in use by another program (see `ss -ltnp`)"
+    elif code == errno.EACCES:
+        why = ("permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE "
+               "(packaging/elemta.service grants it)")
+    elif code == errno.EADDRNOTAVAIL:
+        why = "that IP address is not on this host"
+    else:
+        why = str(exc.socketError)
+    return StartupError(f"cannot listen for {what} on {address}: {why}")
+
+
+class ElemtaService(MultiService):
+    """The whole daemon. Ports are bound in ``privilegedStartService``."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.ports: list[IListeningPort] = []
+        cache_dir = config.tls.letsencrypt.cache_dir
+        try:
+            store.ensure_layout(cache_dir)
+        except OSError as exc:
+            raise StartupError(f"cannot create the cache directory {cache_dir}: {exc.strerror}; "
+                               "create it or set [tls.letsencrypt] cache_dir") from None
+        self.tls: ServerTLS | None = None
+        if config.tls.enabled:
+            self.tls = ServerTLS(config, _now)
+            self.tls.reload()
+        self.sink = MaildirSink(config.delivery.maildir_root, config.server.hostname, reactor)
+        starttls = self.tls is not None and config.tls.enable_starttls
+        settings = SessionSettings.from_config(config, starttls_available=starttls)
+        self.smtp = SMTPServer(settings, self.sink, self.tls, reactor)
+        self.manager: Any = None
+        if config.tls.letsencrypt.enabled and self.tls is not None:
+            from elemta_smtp.acme.manager import build_manager
+
+            self.manager = build_manager(config, self.tls, reactor)
+            self.manager.setServiceParent(self)
+
+    def _listeners(self) -> list[tuple[str, Address, IProtocolFactory]]:
+        config = self.config
+        found: list[tuple[str, Address, IProtocolFactory]] = []
+        if config.server.listen_addr is not None:
+            found.append(("SMTP", config.server.listen_addr, self.smtp.plain_factory()))
+        if self.tls is not None and config.tls.listen_addr is not None:
+            found.append(("SMTPS (implicit TLS)", config.tls.listen_addr,
+                          self.smtp.implicit_tls_factory()))
+        http_addr = config.tls.letsencrypt.http_addr
+        if http_addr is not None:
+            site = http01_site(store.webroot(config.tls.letsencrypt.cache_dir))
+            found.append(("HTTP-01", http_addr, site))
+        return found
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
+        for what, address, factory in self._listeners():
+            port = self._listen(what, address, factory)
+            self.ports.append(port)
+            host = port.getHost()
+            log.info("listening for {what} on {host}:{port}", what=what,
+                     host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
+        super().privilegedStartService()
+
+    def _listen(self, what: str, address: Address, factory: IProtocolFactory) -> IListeningPort:
+        try:
+            if address.host:
+                port: IListeningPort = self.reactor.listenTCP(
+                    address.port, factory, backlog=511, interface=address.host)
+                return port
+            try:  # every interface: IPv6 socket, dual stack on Linux
+                port = self.reactor.listenTCP(address.port, factory, backlog=511, interface="::")
+                return port
+            except CannotListenError as exc:
+                if getattr(exc.socketError, "errno", None) not in (errno.EAFNOSUPPORT,
+                                                                   errno.EADDRNOTAVAIL):
+                    raise
+                port = self.reactor.listenTCP(address.port, factory, backlog=511, interface="")
+                return port
+        except CannotListenError as exc:
+            for port in self.ports:
+                port.stopListening()
+            raise listen_error(what, address, exc) from None
+
+    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+        write_pid_file(self.config.server.pid_file, os.getpid())
+        super().startService()
+        if self.tls is not None:
+            for served in self.tls.served():
+                if served.is_bootstrap:
+                    log.warn("serving a self-signed bootstrap certificate for {name}: it is NOT "
+                             "publicly trusted; set [tls] cert_file/key_file or enable "
+                             "[tls.letsencrypt]", name=", ".join(served.names))
+        log.info("elemta ready (pid {pid}, config {path})", pid=os.getpid(),
+                 path=self.config.path or "embedded")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read every certificate; then let the manager look at it."""
+        log.info("SIGHUP: reloading certificates")
+        if self.tls is not None:
+            self.tls.reload()
+        if self.manager is not None:
+            self.manager.after_reload()
+
+    @inlineCallbacks
+    def stopService(self) -> Any:  # noqa: N802 (Twisted's name)
+        log.info("stopping: no new connections; letting messages in flight finish "
+                 "(up to {timeout:g}s)", timeout=self.config.server.shutdown_timeout)
+        yield Deferred.fromCoroutine(self._stop_listening())
+        yield self.smtp.shutdown(self.config.server.shutdown_timeout)
+        yield super().stopService()
+        stop_sink = getattr(self.sink, "stop", None)
+        if callable(stop_sink):
+            yield stop_sink()
+        if read_pid(self.config.server.pid_file) == os.getpid():
+            self.config.server.pid_file.unlink(missing_ok=True)
+        log.info("stopped")
+
+    async def _stop_listening(self) -> None:
+        ports, self.ports = self.ports, []
+        for port in ports:
+            result = port.stopListening()
+            if isinstance(result, Deferred):
+                await result
+
+
+def install_signal_handlers(service: ElemtaService, reactor: Any) -> None:
+    """SIGHUP reloads certificates. SIGTERM/SIGINT are Twisted's: reactor.stop(),
+    which runs ``stopService`` (graceful) before the process exits."""
+
+    def on_hup(signum: int, frame: object) -> None:
+        reactor.callFromThread(service.reload)
+
+    signal.signal(signal.SIGHUP, on_hup)
