@@ -1,0 +1,140 @@
+"""Is a renewal due? Pure decisions on plain values, "now" included.
+
+``renewal_days`` comes from ``[tls.renewal]``. Certificates shorter-lived than
+90 days exist (45-day and 6-day ones), and a window as long as the lifetime
+would make every check renew again: the window is capped at a third of the
+certificate's lifetime, and the cap is said out loud (log and config check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from elemta_smtp.config import Config
+
+#: Lifetimes the public CAs issue today; ``elemta config check`` explains the cap for them.
+COMMON_LIFETIMES_DAYS = (90, 45, 6)
+
+
+@dataclass(frozen=True)
+class CertFacts:
+    """What the decisions need to know about the certificate being served."""
+
+    serial: str  # hex, lower case, no separators
+    not_before: datetime  # timezone-aware
+    not_after: datetime  # timezone-aware
+    names: tuple[str, ...]
+    is_bootstrap: bool = False  # the self-signed stand-in served before a real one exists
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.not_after - self.not_before
+
+    def covers(self, domain: str) -> bool:
+        """Whether ``domain`` is one of the certificate's names (a wildcard covers one label)."""
+        domain = domain.lower().rstrip(".")
+        for name in (n.lower() for n in self.names):
+            if name == domain:
+                return True
+            if name.startswith("*.") and domain.partition(".")[2] == name[2:]:
+                return True
+        return False
+
+
+@dataclass(frozen=True)
+class RenewalDecision:
+    """The answer to "renew now?", with what it was based on."""
+
+    due: bool
+    remaining: timedelta  # time left before not_after (negative once expired)
+    window: timedelta  # renew when remaining <= window
+    capped: bool  # window is a third of the lifetime, not renewal_days
+
+    @property
+    def next_due(self) -> timedelta:
+        """How long until the certificate enters its renewal window (zero when due)."""
+        return max(self.remaining - self.window, timedelta(0))
+
+
+def renewal_window(renewal_days: int, lifetime: timedelta) -> tuple[timedelta, bool]:
+    """The renewal window: ``renewal_days``, capped at a third of ``lifetime``.
+
+    Returns ``(window, capped)``. A non-positive lifetime (a broken certificate)
+    yields the configured window uncapped.
+    """
+    configured = timedelta(days=renewal_days)
+    if lifetime <= timedelta(0):
+        return configured, False
+    third = lifetime / 3
+    if configured > third:
+        return third, True
+    return configured, False
+
+
+def decide_renewal(cert: CertFacts, now: datetime, renewal_days: int) -> RenewalDecision:
+    """Renew when the time left is within the (capped) renewal window."""
+    window, capped = renewal_window(renewal_days, cert.lifetime)
+    remaining = cert.not_after - now
+    return RenewalDecision(due=remaining <= window, remaining=remaining, window=window,
+                           capped=capped)
+
+
+def format_span(span: timedelta) -> str:
+    """``timedelta`` as a short human text: "15 days", "2 days 4 hours", "40 minutes"."""
+    seconds = int(span.total_seconds())
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+
+    def unit(n: int, word: str) -> str:
+        return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+    if days:
+        text = unit(days, "day") + (f" {unit(hours, 'hour')}" if hours else "")
+    elif hours:
+        text = unit(hours, "hour") + (f" {unit(minutes, 'minute')}" if minutes else "")
+    elif minutes:
+        text = unit(minutes, "minute")
+    else:
+        text = unit(rest, "second")
+    return sign + text
+
+
+def cap_sentence(renewal_days: int, lifetime: timedelta) -> str | None:
+    """The log sentence when the cap applies to a certificate of this lifetime, else None."""
+    window, capped = renewal_window(renewal_days, lifetime)
+    if not capped:
+        return None
+    return (f"renewal_days = {renewal_days} is more than a third of this certificate's "
+            f"{format_span(lifetime)} lifetime: renewing when {format_span(window)} are left "
+            "instead, so renewals do not repeat")
+
+
+def config_check_sentence(renewal_days: int,
+                          lifetimes_days: Iterable[int] = COMMON_LIFETIMES_DAYS) -> str | None:
+    """One sentence for ``elemta config check`` naming the common lifetimes the cap
+    shortens ``renewal_days`` for, or None when it shortens none of them."""
+    capped = [(days, renewal_window(renewal_days, timedelta(days=days))[0])
+              for days in lifetimes_days]
+    capped = [(days, window) for days, window in capped
+              if window < timedelta(days=renewal_days)]
+    if not capped:
+        return None
+    parts = ", ".join(f"{format_span(window)} before expiry for {days}-day certificates"
+                      for days, window in capped)
+    return (f"[tls.renewal] renewal_days = {renewal_days} is capped at a third of a "
+            f"certificate's lifetime: elemta renews {parts} (a window as long as the "
+            "lifetime would renew at every check)")
+
+
+def config_warnings(config: Config) -> list[str]:
+    """Sentences about the renewal settings for ``elemta config check`` to print."""
+    le, renewal = config.tls.letsencrypt, config.tls.renewal
+    if not le.enabled or not renewal.auto_renew:
+        return []
+    sentence = config_check_sentence(renewal.renewal_days)
+    return [sentence] if sentence else []

@@ -1,0 +1,116 @@
+"""Is a renewal due, and the cap for short-lived certificates."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from elemta_smtp.acme.renewal import (
+    CertFacts,
+    cap_sentence,
+    config_check_sentence,
+    config_warnings,
+    decide_renewal,
+    format_span,
+    renewal_window,
+)
+from elemta_smtp.config import parse_config
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def cert(days: float, serial: str = "0a") -> CertFacts:
+    return CertFacts(serial=serial, not_before=T0, not_after=T0 + timedelta(days=days),
+                     names=("mail.example.com",))
+
+
+@pytest.mark.parametrize(("lifetime", "renewal_days", "window", "capped"), [
+    pytest.param(90, 30, 30, False, id="90d-at-30-uncapped"),
+    pytest.param(90, 31, 30, True, id="90d-at-31-capped-to-30"),
+    pytest.param(45, 30, 15, True, id="45d-capped-to-15"),
+    pytest.param(6, 30, 2, True, id="6d-capped-to-2"),
+    pytest.param(6, 1, 1, False, id="6d-at-1-uncapped"),
+    pytest.param(6, 365, 2, True, id="6d-at-365-capped"),
+])
+def test_window_is_capped_at_a_third_of_the_lifetime(lifetime: int, renewal_days: int,
+                                                      window: float, capped: bool) -> None:
+    """The renewal window is renewal_days, or a third of the lifetime if that is shorter."""
+    assert renewal_window(renewal_days, timedelta(days=lifetime)) == (timedelta(days=window), capped)
+
+
+def test_broken_lifetime_is_not_capped() -> None:
+    """A certificate whose not_after is before not_before keeps the configured window."""
+    assert renewal_window(30, timedelta(days=-1)) == (timedelta(days=30), False)
+
+
+@pytest.mark.parametrize(("age_days", "due"), [
+    pytest.param(0, False, id="fresh"),
+    pytest.param(59.9, False, id="just-before-window"),
+    pytest.param(60, True, id="at-window"),
+    pytest.param(89, True, id="last-day"),
+    pytest.param(91, True, id="expired"),
+])
+def test_due_when_inside_window(age_days: float, due: bool) -> None:
+    """A 90-day certificate with renewal_days = 30 is due from 30 days left on."""
+    decision = decide_renewal(cert(90), T0 + timedelta(days=age_days), 30)
+    assert decision.due is due
+
+
+def test_short_lived_certificate_does_not_loop() -> None:
+    """A fresh 6-day certificate is not due even with renewal_days = 30: no renewal loop."""
+    decision = decide_renewal(cert(6), T0 + timedelta(minutes=1), 30)
+    assert not decision.due
+    assert decision.capped
+    assert decision.next_due == timedelta(days=4) - timedelta(minutes=1)
+
+
+def test_next_due_is_zero_when_due() -> None:
+    """next_due never goes negative."""
+    assert decide_renewal(cert(90), T0 + timedelta(days=80), 30).next_due == timedelta(0)
+
+
+def test_cap_sentence_names_both_numbers() -> None:
+    """The log sentence says the configured days, the lifetime and the window used."""
+    text = cap_sentence(30, timedelta(days=45))
+    assert text is not None
+    assert "renewal_days = 30" in text and "45 days" in text and "15 days are left" in text
+    assert cap_sentence(30, timedelta(days=90)) is None
+
+
+def test_config_check_sentence() -> None:
+    """config check explains the cap for 45- and 6-day certificates, and is silent when none applies."""
+    text = config_check_sentence(30)
+    assert text is not None
+    assert "15 days before expiry for 45-day" in text and "2 days before expiry for 6-day" in text
+    assert "90-day" not in text
+    assert config_check_sentence(1) is None
+
+
+def test_config_warnings_only_with_auto_renew() -> None:
+    """The sentence is printed for a config that renews automatically, not otherwise."""
+    on = parse_config('[tls.letsencrypt]\nenabled = true\nemail = "a@example.com"\n')
+    off = parse_config('[tls.letsencrypt]\nenabled = true\nemail = "a@example.com"\n'
+                       '[tls.renewal]\nauto_renew = false\n')
+    assert len(config_warnings(on)) == 1
+    assert config_warnings(off) == []
+
+
+@pytest.mark.parametrize(("span", "text"), [
+    pytest.param(timedelta(days=2, hours=3), "2 days 3 hours", id="days-hours"),
+    pytest.param(timedelta(days=1), "1 day", id="one-day"),
+    pytest.param(timedelta(hours=1, minutes=5), "1 hour 5 minutes", id="hours-minutes"),
+    pytest.param(timedelta(seconds=40), "40 seconds", id="seconds"),
+    pytest.param(-timedelta(hours=2), "-2 hours", id="negative"),
+])
+def test_format_span(span: timedelta, text: str) -> None:
+    """Spans read like a person writes them."""
+    assert format_span(span) == text
+
+
+def test_covers_wildcard_one_label() -> None:
+    """A wildcard name covers exactly one extra label."""
+    c = CertFacts("1", T0, T0, ("*.example.com",))
+    assert c.covers("mail.example.com")
+    assert not c.covers("a.mail.example.com")
+    assert not c.covers("example.com")
