@@ -1,0 +1,251 @@
+"""Run certbot as a child process under a timeout.
+
+The daemon never imports certbot: it runs ``python -m certbot ...`` through
+``reactor.spawnProcess`` in a process group of its own, so a timeout can end
+certbot *and* anything it started (SIGTERM to the group, SIGKILL after a grace
+period). The last lines certbot wrote to stderr become the reason an admin
+reads in the log and in failure mails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, cast
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from elemta_smtp.config import Config
+
+log = Logger(namespace="elemta.acme.runner")
+
+#: Put the child in a new session (and so a new process group), then exec the command.
+_SETSID_EXEC = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+TAIL_LINES = 15
+_LINE_LIMIT = 500
+
+
+class Cancellable(Protocol):
+    def active(self) -> bool: ...
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The part of IReactorTime elemta uses (``task.Clock`` in tests)."""
+
+    def seconds(self) -> float: ...
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object,
+                  **kw: object) -> Cancellable: ...
+
+
+class SpawnedProcess(Protocol):
+    pid: int | None
+
+    def closeStdin(self) -> None: ...
+
+
+class SpawnReactor(Protocol):
+    """The part of IReactorProcess the runner uses."""
+
+    def spawnProcess(self, processProtocol: ProcessProtocol, executable: str,
+                     args: Sequence[str], *, env: Mapping[str, str] | None = ...,
+                     childFDs: Mapping[int, str] | None = ...) -> SpawnedProcess: ...
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a child process ended."""
+
+    argv: tuple[str, ...]
+    exit_code: int | None  # None when ended by a signal
+    signal: int | None
+    timed_out: bool
+    stdout_tail: tuple[str, ...]
+    stderr_tail: tuple[str, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def reason(self) -> str:
+        """Why it failed, in words (certbot's own last lines when it wrote any)."""
+        if self.ok:
+            return ""
+        tail = "\n".join(self.stderr_tail or self.stdout_tail)
+        if self.timed_out:
+            head = f"certbot did not finish within {self.seconds:.0f}s and was killed"
+        elif self.signal is not None:
+            head = f"certbot was killed by signal {self.signal}"
+        else:
+            head = f"certbot exited with status {self.exit_code}"
+        return f"{head}:\n{tail}" if tail else head
+
+    @property
+    def last_line(self) -> str:
+        """The most telling single line, for one-line logs."""
+        lines = self.stderr_tail or self.stdout_tail
+        return lines[-1] if lines else ""
+
+
+def _tail_lines(buffer: bytes, tail: deque[str]) -> bytes:
+    """Move complete lines from ``buffer`` into ``tail``; return the rest."""
+    *lines, rest = buffer.split(b"\n")
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            tail.append(line[:_LINE_LIMIT])
+    return rest[-64 * 1024:]  # an endless line must not grow without bound
+
+
+class _Collector(ProcessProtocol):
+    def __init__(self, tail: int) -> None:
+        self.stdout: deque[str] = deque(maxlen=tail)
+        self.stderr: deque[str] = deque(maxlen=tail)
+        self._buffers = {1: b"", 2: b""}
+        self.ended: Deferred[list[Failure]] = Deferred()  # wrapped: a bare Failure would errback
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD in self._buffers:
+            tail = self.stdout if childFD == 1 else self.stderr
+            self._buffers[childFD] = _tail_lines(self._buffers[childFD] + data, tail)
+
+    def processEnded(self, reason: Failure) -> None:
+        for fd, tail in ((1, self.stdout), (2, self.stderr)):
+            _tail_lines(self._buffers[fd] + b"\n", tail)
+        self.ended.callback([reason])
+
+
+class ProcessRunner:
+    """Runs commands as children of ``reactor``; ``clock`` times the timeouts
+    (the reactor itself unless a test passes a ``task.Clock``)."""
+
+    def __init__(self, reactor: SpawnReactor, clock: Clock | None = None,
+                 env: Mapping[str, str] | None = None,
+                 kill_grace: float = 5.0, tail: int = TAIL_LINES) -> None:
+        self._reactor = reactor
+        self._clock: Clock = clock if clock is not None else cast(Clock, reactor)
+        self._env = dict(os.environ if env is None else env)
+        self._kill_grace = kill_grace
+        self._tail = tail
+
+    def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]:
+        """Start ``argv`` in a new process group; fire with a ``RunResult`` when it ends.
+        After ``timeout`` seconds the group gets SIGTERM, then SIGKILL. Never errbacks
+        for the child's own failures; a command that cannot start fires as exit 127."""
+        collector = _Collector(self._tail)
+        started = self._clock.seconds()
+        wrapped = [sys.executable, "-c", _SETSID_EXEC, *argv]
+        try:
+            process = self._reactor.spawnProcess(collector, sys.executable, wrapped,
+                                                 env=self._env, childFDs={0: "w", 1: "r", 2: "r"})
+        except OSError as exc:
+            return succeed(RunResult(tuple(argv), 127, None, False, (),
+                                     (f"cannot start {argv[0]}: {exc}",), 0.0))
+        process.closeStdin()
+        pid = process.pid or 0
+        timed_out = False
+        calls: list[Cancellable] = []
+
+        def kill(sig: int) -> None:
+            if pid > 0:  # killpg(0) would hit the daemon's own group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, sig)
+
+        def on_timeout() -> None:
+            nonlocal timed_out
+            timed_out = True
+            log.warn("{command} still running after {timeout:g}s: stopping it (SIGTERM, then "
+                     "SIGKILL after {grace:g}s)", command=_short(argv), timeout=timeout,
+                     grace=self._kill_grace)
+            kill(signal.SIGTERM)
+            calls.append(self._clock.callLater(self._kill_grace, kill, signal.SIGKILL))
+
+        calls.append(self._clock.callLater(timeout, on_timeout))
+
+        def finished(wrapped_reason: list[Failure]) -> RunResult:
+            (reason,) = wrapped_reason
+            for call in calls:
+                if call.active():
+                    call.cancel()
+            kill(signal.SIGKILL)  # anything the child left behind in its group
+            exit_code: int | None = 0
+            sig: int | None = None
+            if isinstance(reason.value, ProcessTerminated):
+                exit_code = reason.value.exitCode
+                sig = reason.value.signal
+            elif not isinstance(reason.value, ProcessDone):
+                exit_code = None
+            return RunResult(tuple(argv), exit_code, sig, timed_out, tuple(collector.stdout),
+                             tuple(collector.stderr), self._clock.seconds() - started)
+
+        return collector.ended.addCallback(finished)
+
+
+def _short(argv: Sequence[str]) -> str:
+    """``certbot renew`` rather than the whole command line."""
+    words = [a for a in argv if not a.startswith("-") and "/" not in a and a != "certbot"]
+    return "certbot " + " ".join(words[:1]) if "certbot" in argv else " ".join(argv[:2])
+
+
+# --- certbot command lines (pure) ---
+
+
+def certbot_dirs(cache_dir: Path) -> list[str]:
+    """certbot's own directories, kept inside the cache directory."""
+    base = cache_dir / "certbot"
+    return ["--config-dir", str(base / "config"), "--work-dir", str(base / "work"),
+            "--logs-dir", str(base / "logs")]
+
+
+def cert_name(config: Config) -> str:
+    """The certbot lineage name elemta uses: the domain."""
+    return config.tls.letsencrypt.domain
+
+
+def _base(config: Config, python: str) -> list[str]:
+    return [python, "-m", "certbot", *certbot_dirs(config.tls.letsencrypt.cache_dir),
+            "--non-interactive"]
+
+
+def certonly_command(config: Config, python: str = sys.executable,
+                     dry_run: bool = False, force: bool = False) -> list[str]:
+    """``certbot certonly`` with the elemta authenticator and installer."""
+    le = config.tls.letsencrypt
+    command = [*_base(config, python), "certonly", "-a", "elemta", "-i", "elemta",
+               "--elemta-config", str(_config_path(config)), "-d", le.domain,
+               "--cert-name", cert_name(config), "--server", le.acme_directory,
+               "-m", le.email, "--agree-tos", "--key-type", le.key_type]
+    if dry_run:
+        command.append("--dry-run")
+    if force:
+        # certbot keeps a lineage it already has ("not yet due for renewal") and then
+        # never calls the installer: force a new certificate when the cache lacks it
+        command.append("--force-renewal")
+    return command
+
+
+def renew_command(config: Config, python: str = sys.executable, force: bool = False) -> list[str]:
+    """``certbot renew`` for elemta's certificate only."""
+    command = [*_base(config, python), "renew", "--cert-name", cert_name(config),
+               "--no-random-sleep-on-renew"]
+    if force:
+        command.append("--force-renewal")
+    return command
+
+
+def _config_path(config: Config) -> Path:
+    if config.path is None:
+        raise ValueError("certbot needs the path of elemta.toml: run elemta with -c PATH")
+    return config.path.resolve()
