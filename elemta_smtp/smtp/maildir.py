@@ -167,6 +167,7 @@ class _Delivery:
         self.name = name
         self.spool = str(mailboxes[0] / "tmp" / name)
         self.fd: int | None = None
+        self.opened = False
         self.size = 0
         self.error: StoreError | None = None
         self.placed: list[str] = []  # every file this message created, for cleanup
@@ -178,7 +179,10 @@ class _Delivery:
             raise StoreError(operation, path, e) from e
 
     def open(self) -> None:
-        """Make every recipient's Maildir and create the spool file."""
+        """Make every recipient's Maildir and create the spool file (once, by the first job)."""
+        if self.opened:
+            return
+        self.opened = True
         try:
             for mailbox in self.mailboxes:
                 for sub in ("tmp", "new", "cur"):
@@ -213,6 +217,7 @@ class _Delivery:
             self._close_quietly(fd)
 
     def write(self, data: bytes) -> None:
+        self.open()
         if self.error is not None or self.fd is None or not data:
             return
         try:
@@ -347,7 +352,7 @@ class MaildirWriter:
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._state = "open"  # -> "committing" | "aborted"
-        self._queue.submit(delivery.open).addErrback(self._unexpected)
+        self._flushed = False
 
     def write(self, data: bytes) -> None:
         if self._state != "open":
@@ -355,6 +360,7 @@ class MaildirWriter:
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered >= FLUSH_BYTES:
+            self._flushed = True
             job = functools.partial(self._delivery.write, self._take())
             self._queue.submit(job).addErrback(self._unexpected)
 
@@ -394,7 +400,8 @@ class MaildirWriter:
                 return
             self._state = "aborted"
             self._buffer.clear()
-            self._queue.submit(self._delivery.discard).addErrback(self._unexpected)
+            if self._flushed:  # else no file was ever asked for
+                self._queue.submit(self._delivery.discard).addErrback(self._unexpected)
         except Exception:
             log.failure("could not abort a message")
 

@@ -250,7 +250,7 @@ def test_nothing_in_new_until_durable(tmp_path: Path) -> None:
         pool.run_one()
         jobs += 1
     assert results == [None]
-    assert jobs == 7  # open, five 64 KiB writes, commit
+    assert jobs == 6  # five 64 KiB writes, commit
     [spool] = [p for p in fs.ops("open") if "/alice/tmp/" in p]
     spool_fsync = fs.calls.index(("fsync", spool))
     first_rename = next(i for i, (op, _) in enumerate(fs.calls) if op == "rename")
@@ -446,3 +446,14 @@ def test_empty_recipient_list_is_refused(tmp_path: Path) -> None:
     """begin([]) is a permanent error, not a file with no mailbox."""
     with pytest.raises(DeliveryFailed):
         make_sink(tmp_path).begin([])
+
+
+def test_abort_before_any_flush_touches_no_file(tmp_path: Path) -> None:
+    """A message dropped while still in the write buffer never creates a file nor queues work."""
+    pool = HeldPool()
+    fs = FaultyFs()
+    writer = make_sink(tmp_path, fs, pool).begin(["alice@example.com"])
+    writer.write(b"small")
+    writer.abort()
+    assert pool.jobs == []
+    assert fs.calls == []
