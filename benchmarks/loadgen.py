@@ -168,7 +168,7 @@ def run_job(job: Job, clock: Callable[[], float] = time.monotonic) -> ClientResu
             started = clock()
             conv = open_conversation(job.mode, job, ctx)
             for _ in range(batch):
-                if sent:
+                if job.mode == "persistent":
                     started = clock()
                 conv.send_message(message, job.recipient)
                 result.latencies.append(clock() - started)
