@@ -1,0 +1,223 @@
+"""The daemon's server-side TLS: one prebuilt OpenSSL context per certificate,
+picked per connection by SNI, swapped atomically on reload.
+
+Twisted asks ``ServerTLS.serverConnectionForTLS`` on every handshake (implicit
+TLS and STARTTLS alike), so after ``reload()`` new handshakes get the new
+certificate while connections already in TLS keep theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from OpenSSL import SSL
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.logger import Logger
+from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
+
+from elemta_smtp.config import Config
+from elemta_smtp.tls.bootstrap import ensure_bootstrap, make_self_signed
+from elemta_smtp.tls.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
+from elemta_smtp.tls.errors import InvalidCertificate, StoreError
+from elemta_smtp.tls.names import Candidate, NameTable, build_table
+from elemta_smtp.tls.sources import Source, bootstrap_source, configured_sources, preferred_names
+
+#: TLS 1.2 suites: forward secret (ECDHE) and AEAD only. TLS 1.3 suites are all AEAD.
+TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+_OPTIONS = (SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION |  # type: ignore[attr-defined, unused-ignore]
+            SSL.OP_CIPHER_SERVER_PREFERENCE
+            | SSL.OP_SINGLE_ECDH_USE)
+
+
+def build_context(bundle: CertificateBundle,
+                  on_servername: Callable[[SSL.Connection], None] | None = None) -> SSL.Context:
+    """A server context for one certificate: TLS 1.2+, modern ciphers, no compression or
+    renegotiation, server cipher preference; ``on_servername`` switches contexts by SNI."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_options(_OPTIONS)
+    ctx.set_cipher_list(TLS12_CIPHERS)
+    ctx.set_session_id(b"elemta")
+    ctx.use_certificate(bundle.leaf)  # type: ignore[arg-type, unused-ignore]
+    ctx.use_privatekey(bundle.key)  # type: ignore[arg-type, unused-ignore]
+    for cert in bundle.chain:
+        ctx.add_extra_chain_cert(cert)  # type: ignore[arg-type, unused-ignore]
+    ctx.check_privatekey()
+    if on_servername is not None:
+        ctx.set_tlsext_servername_callback(on_servername)
+    return ctx
+
+
+@dataclass(frozen=True)
+class ServedCertificate:
+    """A certificate being served, for logs and ``elemta cert info``."""
+
+    names: tuple[str, ...]
+    serial: int
+    not_after: datetime
+    source: Path
+    is_bootstrap: bool
+    is_default: bool
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial, "x")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    source: Source
+    data: bytes
+    bundle: CertificateBundle
+    context: SSL.Context
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    loaded: tuple[_Loaded, ...]
+    table: NameTable[_Loaded]
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """Reloadable, SNI-aware connection creator for the SMTPS port and STARTTLS."""
+
+    def __init__(self, config: Config, now: Callable[[], datetime], log: Logger | None = None) -> None:
+        self._config = config
+        self._now = now
+        self._log = log or Logger()
+        self._snapshot: _Snapshot | None = None
+
+    # --- Twisted's side: called on every handshake ---
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        snapshot = self._snapshot
+        if snapshot is None:
+            self.reload()
+            snapshot = self._snapshot
+            assert snapshot is not None
+        return SSL.Connection(snapshot.table.default.context, None)
+
+    def _on_servername(self, connection: SSL.Connection) -> None:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return
+        raw = connection.get_servername()
+        name = raw.decode("ascii", "replace") if raw else None
+        entry = snapshot.table.lookup(name)
+        if entry.context is not connection.get_context():
+            connection.set_context(entry.context)
+
+    # --- reload ---
+
+    def reload(self) -> bool:
+        """Re-read every source; swap in what validates, keep the previous certificate for
+        what does not. Returns True if what is served changed. Never raises for bad files."""
+        now = self._now()
+        old = self._snapshot
+        previous = {e.source.path: e for e in old.loaded} if old else {}
+        loaded: list[_Loaded] = []
+        changed = False
+        for source in self._sources(previous):
+            entry = self._load(source, previous.get(source.path), now)
+            if entry is not None:
+                changed = changed or entry is not previous.get(source.path)
+                loaded.append(entry)
+        if not loaded:
+            entry = self._load_bootstrap(previous.get(bootstrap_source(self._config).path), now)
+            changed = changed or entry is not previous.get(entry.source.path)
+            loaded.append(entry)
+        kept = {e.source.path for e in loaded}
+        for path, entry in previous.items():
+            if path not in kept:
+                changed = True
+                if entry.source.kind != "bootstrap":
+                    self._log.warn("TLS certificate {path} is gone, no longer serving serial {serial}",
+                                   path=str(path), serial=serial_hex(entry.bundle.leaf))
+        table = build_table((Candidate(e, e.source.own_name, dns_names(e.bundle.leaf)) for e in loaded),
+                            preferred_names(self._config))
+        assert table is not None  # loaded is never empty
+        self._snapshot = _Snapshot(tuple(loaded), table)  # the one atomic swap
+        if old is None or table.default is not old.table.default:
+            changed = True
+            self._announce_default(table.default)
+        return changed
+
+    def _load(self, source: Source, prev: _Loaded | None, now: datetime) -> _Loaded | None:
+        try:
+            data = source.read()
+            bundle = source.load(data, now)
+            if prev is not None and prev.data == data:
+                return prev
+            context = build_context(bundle, self._on_servername)
+        except InvalidCertificate as exc:
+            self._reject(source, prev, exc.reason)
+            return prev
+        except SSL.Error as exc:
+            self._reject(source, prev, f"OpenSSL refused it: {exc}")
+            return prev
+        self._log.info("TLS certificate loaded from {path}: serial {serial}, names {names}, "
+                       "valid until {not_after}", path=str(source.path),
+                       serial=serial_hex(bundle.leaf), names=",".join(dns_names(bundle.leaf)),
+                       not_after=bundle.leaf.not_valid_after_utc.isoformat())
+        return _Loaded(source, data, bundle, context)
+
+    def _reject(self, source: Source, prev: _Loaded | None, reason: str) -> None:
+        if prev is None:
+            self._log.error("TLS certificate {path} rejected, not served: {reason}",
+                            path=str(source.path), reason=reason)
+        else:
+            self._log.error("TLS certificate {path} rejected, still serving serial {serial}: {reason}",
+                            path=str(source.path), serial=serial_hex(prev.bundle.leaf), reason=reason)
+
+    def _load_bootstrap(self, prev: _Loaded | None, now: datetime) -> _Loaded:
+        hostname = self._config.server.hostname
+        source = bootstrap_source(self._config)
+        try:
+            ensure_bootstrap(self._config.tls.letsencrypt.cache_dir, hostname, now)
+            entry = self._load(source, prev, now)
+            if entry is not None:
+                return entry
+        except StoreError as exc:
+            self._log.error("cannot store the bootstrap certificate: {error}; using one kept in memory",
+                            error=str(exc))
+        if prev is not None:
+            return prev
+        bundle = parse_bundle(make_self_signed(hostname, now), source.path)
+        return _Loaded(source, b"", bundle, build_context(bundle, self._on_servername))
+
+    def _announce_default(self, entry: _Loaded) -> None:
+        if entry.source.kind == "bootstrap":
+            self._log.warn(
+                "SERVING A SELF-SIGNED BOOTSTRAP CERTIFICATE for {hostname} ({path}): it is NOT publicly "
+                "trusted, so mail servers and clients that verify TLS will refuse it. Enable "
+                "[tls.letsencrypt] or set [tls] cert_file/key_file, then reload (SIGHUP).",
+                hostname=self._config.server.hostname, path=str(entry.source.path))
+        else:
+            self._log.info("TLS default certificate: {path} (serial {serial})",
+                           path=str(entry.source.path), serial=serial_hex(entry.bundle.leaf))
+
+    def _sources(self, previous: dict[Path, _Loaded]) -> list[Source]:
+        try:
+            return configured_sources(self._config)
+        except StoreError as exc:
+            self._log.error("cannot list the certificate cache, keeping its certificates: {error}",
+                            error=str(exc))
+            tls = self._config.tls
+            hand = [Source("hand", tls.cert_file, tls.key_file)] if tls.cert_file is not None else []
+            return hand + [e.source for e in previous.values() if e.source.kind == "live"]
+
+    def served(self) -> list[ServedCertificate]:
+        """What is served now, default first flagged ``is_default``."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return []
+        return [ServedCertificate(names=dns_names(e.bundle.leaf), serial=e.bundle.leaf.serial_number,
+                                  not_after=e.bundle.leaf.not_valid_after_utc, source=e.source.path,
+                                  is_bootstrap=e.source.kind == "bootstrap",
+                                  is_default=e is snapshot.table.default)
+                for e in snapshot.loaded]
+
