@@ -1,0 +1,55 @@
+"""The plain values the SMTP session obeys, taken from elemta.toml once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from elemta_smtp.config import Config
+
+BARE_NEWLINE_MODES = ("normalize", "reject")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Limits and policy for every SMTP connection.
+
+    ``local_domains`` and ``local_users`` are lower-case; an empty
+    ``local_users`` accepts every local part of a local domain.
+    """
+
+    hostname: str
+    max_message_size: int = 25_000_000
+    max_recipients: int = 100
+    max_errors: int = 20
+    idle_timeout: float = 300.0
+    local_domains: frozenset[str] = frozenset()
+    local_users: frozenset[str] = frozenset()
+    bare_newline: str = "normalize"
+    starttls_available: bool = False
+    max_connections: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.bare_newline not in BARE_NEWLINE_MODES:
+            raise ValueError(f"bare_newline must be one of {BARE_NEWLINE_MODES}, got {self.bare_newline!r}")
+        object.__setattr__(self, "local_domains", frozenset(d.lower() for d in self.local_domains))
+        object.__setattr__(self, "local_users", frozenset(u.lower() for u in self.local_users))
+
+    @classmethod
+    def from_config(cls, config: Config, starttls_available: bool) -> SessionSettings:
+        """Settings for the listeners built from ``config``; ``starttls_available``
+        says whether a TLS certificate can be offered on the plain port."""
+        server, delivery = config.server, config.delivery
+        return cls(
+            hostname=server.hostname,
+            max_message_size=server.max_message_size,
+            max_recipients=server.max_recipients,
+            max_errors=server.max_errors,
+            idle_timeout=server.idle_timeout,
+            local_domains=frozenset(delivery.local_domains),
+            local_users=frozenset(delivery.local_users),
+            bare_newline=delivery.bare_newline,
+            starttls_available=starttls_available,
+            max_connections=server.max_connections,
+        )
