@@ -1,0 +1,48 @@
+"""Fixed values and user-facing texts of the certbot plugin ``elemta``."""
+
+from __future__ import annotations
+
+import re
+
+PLUGIN_NAME = "elemta"
+
+DESCRIPTION = ("elemta SMTP server: installs certificates into elemta's cache and "
+               "answers HTTP-01 challenges from elemta's webroot")
+
+MORE_INFO = (
+    "Installs certificates for the elemta SMTP server and answers HTTP-01 challenges.\n"
+    "Installer: writes key + full chain to <cache_dir>/live/<domain>.pem (atomically) and "
+    "sends SIGHUP to the daemon in [server] pid_file, which reloads without dropping "
+    "connections.\n"
+    "Authenticator: writes the challenge answers to "
+    "<cache_dir>/webroot/.well-known/acme-challenge/, which the running daemon serves on "
+    "[tls.letsencrypt] http_addr; when no daemon listens there, the plugin serves them "
+    "itself for the duration of the challenge.\n"
+    "Both read elemta.toml from --elemta-config (default: $ELEMTA_CONFIG or "
+    "/etc/elemta/elemta.toml)."
+)
+
+CONFIG_HELP = ("elemta.toml to read (cache_dir, http_addr, pid_file); saved in the renewal "
+               "configuration so 'certbot renew' uses the same file. "
+               "Default: $ELEMTA_CONFIG, else /etc/elemta/elemta.toml")
+
+# HTTP-01 tokens are base64url without padding (RFC 8555 section 8.3); anything
+# else must never become a file name.
+TOKEN = re.compile(r"\A[A-Za-z0-9_-]{1,256}\Z")
+MAX_ANSWER = 4096  # a key authorization is ~87 bytes
+
+CHALLENGE_UMASK = 0o022
+CHALLENGE_FILE_MODE = 0o644
+CHALLENGE_DIR_MODE = 0o755
+
+CONNECT_TIMEOUT = 2.0     # is a daemon listening on http_addr?
+SELF_CHECK_TIMEOUT = 5.0  # does it serve what we just wrote?
+
+ENHANCEMENT_REFUSAL = (
+    "elemta supports no enhancements, so --{enhancement} cannot be applied: SMTP has "
+    "no HTTPS redirect, HSTS or OCSP stapling to configure. The certificate itself is "
+    "installed; drop --{enhancement} (or use --no-redirect / --no-hsts) and run again."
+)
+
+SAVE_NOTES_TLS_ENABLED = "Turned on [tls] enabled so the certificate is served\n"
+SAVE_NOTES_DOMAIN = "Set [tls.letsencrypt] domain = {domain!r}\n"

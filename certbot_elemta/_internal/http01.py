@@ -1,0 +1,141 @@
+"""HTTP-01 challenge work for the ``elemta`` authenticator.
+
+``perform`` writes each key authorization into elemta's webroot. The running
+daemon serves that directory on ``[tls.letsencrypt] http_addr``; when nothing
+listens there, a ``ChallengeServer`` serves it from certbot until ``cleanup``.
+Before answering the CA, one local request checks that the address really
+serves what was written, so a foreign web server on the port is reported
+plainly instead of burning a failed validation at the CA.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from acme import challenges
+from certbot import achallenges, errors
+
+from certbot_elemta._internal import constants, files
+from certbot_elemta._internal.webserver import PREFIX, ChallengeServer
+from elemta_smtp.tls import store
+from elemta_smtp.units import Address
+
+logger = logging.getLogger(__name__)
+
+ServerFactory = Callable[[Address, Path], ChallengeServer]
+
+
+def connect_host(address: Address) -> str:
+    """The host to connect to for a listen address: wildcards mean this machine."""
+    if address.host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if address.host == "::":
+        return "::1"
+    return address.host
+
+
+def is_listening(address: Address, timeout: float = constants.CONNECT_TIMEOUT) -> bool:
+    """Does anything accept TCP connections on ``address`` right now?"""
+    try:
+        with socket.create_connection((connect_host(address), address.port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fetch_answer(address: Address, token: str, host: str,
+                 timeout: float = constants.SELF_CHECK_TIMEOUT) -> tuple[int, bytes]:
+    """GET the challenge URL from ``address`` as the CA would; (status, body)."""
+    conn = http.client.HTTPConnection(connect_host(address), address.port, timeout=timeout)
+    try:
+        conn.request("GET", PREFIX + token, headers={"Host": host, "User-Agent": "certbot-elemta"})
+        response = conn.getresponse()
+        return response.status, response.read(constants.MAX_ANSWER)
+    finally:
+        conn.close()
+
+
+def self_check_problem(address: Address, url: str, validation: str,
+                       result: tuple[int, bytes] | OSError) -> str | None:
+    """What is wrong with a local self-check result, as a sentence; None when it passed."""
+    if isinstance(result, OSError):
+        return (f"The HTTP-01 answer could not be fetched from {address} ({url}): {result}. "
+                "Check that the elemta daemon's HTTP-01 listener is up ([tls.letsencrypt] "
+                "http_addr) and try again.")
+    status, body = result
+    if status == 200 and body.strip() == validation.encode("ascii"):
+        return None
+    return (f"Something listens on {address} but it does not serve elemta's HTTP-01 answers "
+            f"({url} gave HTTP {status}). Another web server may be using that port, or the "
+            "daemon runs with a different elemta.toml (cache_dir). Stop the other program or "
+            "pass the daemon's config with --elemta-config, then try again.")
+
+
+class HTTP01Responder:
+    """Writes, serves (when needed) and removes HTTP-01 answers for one certbot run."""
+
+    def __init__(self, cache_dir: Path, http_addr: Address | None,
+                 server_factory: ServerFactory = ChallengeServer) -> None:
+        self.cache_dir = cache_dir
+        self.http_addr = http_addr
+        self.challenge_dir = store.challenge_dir(cache_dir)
+        self._server_factory = server_factory
+        self._written: dict[achallenges.AnnotatedChallenge, Path] = {}
+        self.server: ChallengeServer | None = None
+
+    def perform(self, achalls: Sequence[achallenges.AnnotatedChallenge]
+                ) -> list[challenges.ChallengeResponse]:
+        """Write every answer, make sure it is served, check it; return the responses."""
+        try:
+            store.ensure_layout(self.cache_dir)
+        except (store.StoreError, OSError) as exc:
+            raise errors.PluginError(f"Could not prepare elemta's cache {self.cache_dir}: {exc}. "
+                                     "Run certbot as the user that owns cache_dir (or root).") from exc
+        files.make_dirs(self.challenge_dir)
+        responses: list[challenges.ChallengeResponse] = []
+        for achall in achalls:
+            response, validation = achall.response_and_validation()
+            token = achall.chall.encode("token")
+            self._written[achall] = files.write_answer(self.challenge_dir, token, validation)
+            responses.append(response)
+            logger.debug("Wrote HTTP-01 answer for %s to %s", achall.identifier.value,
+                         self._written[achall])
+        if self.http_addr is None:
+            logger.warning("[tls.letsencrypt] http_addr is empty, so elemta does not serve "
+                           "HTTP-01: the answers are only written to %s; something must serve "
+                           "that directory on port 80.", self.challenge_dir)
+            return responses
+        if self.server is None and not is_listening(self.http_addr):
+            self.server = self._server_factory(self.http_addr, self.challenge_dir)
+        for achall in achalls:
+            self._self_check(achall)
+        return responses
+
+    def _self_check(self, achall: achallenges.AnnotatedChallenge) -> None:
+        assert self.http_addr is not None
+        token = achall.chall.encode("token")
+        host = achall.identifier.value
+        url = f"http://{host}{PREFIX}{token}"
+        _, validation = achall.response_and_validation()
+        result: tuple[int, bytes] | OSError
+        try:
+            result = fetch_answer(self.http_addr, token, host)
+        except OSError as exc:
+            result = exc
+        problem = self_check_problem(self.http_addr, url, validation, result)
+        if problem:
+            raise errors.PluginError(problem)
+
+    def cleanup(self, achalls: Sequence[achallenges.AnnotatedChallenge]) -> None:
+        """Remove the answers of ``achalls``; stop our own listener once none are left."""
+        for achall in achalls:
+            path = self._written.pop(achall, None)
+            if path is not None:
+                files.remove_answer(path)
+        if not self._written and self.server is not None:
+            self.server.stop()
+            self.server = None

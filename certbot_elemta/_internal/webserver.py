@@ -1,0 +1,138 @@
+"""The plugin's own HTTP-01 listener, used only while no elemta daemon listens
+on ``[tls.letsencrypt] http_addr`` (first issuance before the daemon ever ran,
+or the daemon is stopped). It serves the same challenge directory with the
+same rules as the daemon's site: ``/.well-known/acme-challenge/<token>``,
+GET/HEAD, text/plain, 404 everywhere else."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+from certbot import errors
+
+from certbot_elemta._internal import files
+from elemta_smtp.units import Address
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/.well-known/acme-challenge/"
+
+
+def bind_error_message(error: OSError, address: Address) -> str:
+    """One sentence a user can act on for a failed bind (cf. certbot's standalone)."""
+    where = f"port {address.port}" if not address.host else f"{address}"
+    if error.errno == errno.EACCES:
+        return (f"Could not listen on {where} for the HTTP-01 challenge because this user "
+                "may not bind it (ports below 1024 need root or CAP_NET_BIND_SERVICE). "
+                "Run certbot as root, or start the elemta daemon so it answers the challenge.")
+    if error.errno == errno.EADDRINUSE:
+        return (f"Could not listen on {where} for the HTTP-01 challenge because another "
+                "program already uses it (such as a web server) and it is not elemta. "
+                "Stop that program, or set [tls.letsencrypt] http_addr to a free port that "
+                "port 80 is forwarded to, then try again.")
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (f"Could not listen on {where} for the HTTP-01 challenge because this "
+                "machine has no such address. Fix [tls.letsencrypt] http_addr.")
+    return f"Could not listen on {where} for the HTTP-01 challenge: {error.strerror or error}."
+
+
+class _Handler(BaseHTTPRequestHandler):
+    challenge_dir: ClassVar[Path]
+    server_version = "elemta-certbot"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def _answer(self, body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        token = path[len(PREFIX):] if path.startswith(PREFIX) else ""
+        answer = files.read_answer(self.challenge_dir, token) if files.is_token(token) else None
+        if answer is None:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", body)
+            return
+        logger.info("Served HTTP-01 challenge %s to %s", token, self.client_address[0])
+        self._send(HTTPStatus.OK, answer, "text/plain", body)
+
+    def _send(self, status: HTTPStatus, data: bytes, content_type: str, body: bool) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("http-01 server: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # ":80" means every address: take IPv4 too on the same socket.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def _server(family: socket.AddressFamily, host: str, port: int, handler: type[_Handler]) -> _Server:
+    server_class = type("_FamilyServer", (_Server,), {"address_family": family})
+    server: _Server = server_class((host, port), handler)
+    return server
+
+
+def _bind(address: Address, handler: type[_Handler]) -> _Server:
+    """Bind like the daemon would: ``""`` is every address (dual-stack when the
+    machine has IPv6, else IPv4)."""
+    if address.host == "":
+        try:
+            return _server(socket.AF_INET6, "::", address.port, handler)
+        except OSError as exc:
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+        return _server(socket.AF_INET, "0.0.0.0", address.port, handler)
+    family = socket.AF_INET6 if address.is_ipv6 else socket.AF_INET
+    return _server(family, address.host, address.port, handler)
+
+
+class ChallengeServer:
+    """A listener on ``address`` serving ``challenge_dir`` from a thread until ``stop``."""
+
+    def __init__(self, address: Address, challenge_dir: Path) -> None:
+        self.address = address
+        handler = type("Handler", (_Handler,), {"challenge_dir": challenge_dir})
+        try:
+            self._server = _bind(address, handler)
+        except OSError as exc:
+            raise errors.PluginError(bind_error_message(exc, address)) from exc
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1},
+                                        name=f"elemta-http01-{address.port}", daemon=True)
+        self._thread.start()
+        logger.info("No elemta daemon listens on %s: serving the HTTP-01 challenge from "
+                    "certbot for the duration of the challenge", address)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when asked for port 0)."""
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; safe to call twice."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
