@@ -1,0 +1,251 @@
+"""``elemta cert info``: what the daemon would serve, read from files only.
+
+No certbot, no reactor, nothing bound or written, so it answers fast. When the
+daemon runs, its served serial is read over TLS and compared (probe.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from elemta_smtp.config import Config
+from elemta_smtp.errors import ElemtaError
+from elemta_smtp.tls.bootstrap import is_bootstrap
+from elemta_smtp.tls.bundle import (
+    CertificateBundle,
+    common_name,
+    dns_names,
+    fingerprint_sha256,
+    key_description,
+    parse_bundle,
+    serial_hex,
+    spki_sha256,
+)
+from elemta_smtp.tls.errors import InvalidCertificate
+from elemta_smtp.tls.names import Candidate, build_table
+from elemta_smtp.tls.probe import ProbeResult, probe_daemon_serial
+from elemta_smtp.tls.sources import Source, bootstrap_source, configured_sources, preferred_names
+
+__all__ = ["CertInfo", "Details", "ProbeResult", "cert_info_main", "certificate_report",
+           "probe_daemon_serial", "render_json", "render_text", "report_problems"]
+
+
+@dataclass(frozen=True)
+class Details:
+    """Facts about one certificate."""
+
+    names: tuple[str, ...]
+    issuer: str
+    ca: str  # "Let's Encrypt production" | "Let's Encrypt staging" | "test CA" | "self-signed" | "other CA"
+    serial: str  # hex
+    not_before: datetime
+    not_after: datetime
+    days_left: int
+    key: str
+    sha256_fingerprint: str
+    tlsa: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """One certificate file and whether (and how) the daemon would serve it."""
+
+    source: Path
+    kind: str  # "hand" | "live" | "bootstrap"
+    served: bool
+    is_default: bool
+    is_bootstrap: bool
+    problem: str | None = None  # why it is not served
+    details: Details | None = None  # None when the file cannot be parsed at all
+    probe: ProbeResult | None = field(default=None, compare=False)
+
+
+def classify_issuer(cert: x509.Certificate) -> str:
+    """Which kind of CA issued ``cert``, from the issuer name."""
+    if is_bootstrap(cert):
+        return "self-signed"
+    cn = common_name(cert.issuer)
+    orgs = [str(a.value) for a in cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if "(STAGING)" in cn.upper():
+        return "Let's Encrypt staging"
+    if "Pebble" in cn or any("Pebble" in o for o in orgs):
+        return "test CA"
+    if any(o.startswith("Let's Encrypt") for o in orgs):
+        return "Let's Encrypt production"
+    if cert.issuer == cert.subject:
+        return "self-signed"
+    return "other CA"
+
+
+def tlsa_records(cert: x509.Certificate) -> tuple[str, ...]:
+    """DANE-EE SPKI SHA-256 records for port 25, one per non-wildcard name."""
+    digest = spki_sha256(cert)
+    return tuple(f"_25._tcp.{n}. IN TLSA 3 1 1 {digest}" for n in dns_names(cert) if not n.startswith("*"))
+
+
+def describe(bundle: CertificateBundle, now: datetime) -> Details:
+    leaf = bundle.leaf
+    left = (leaf.not_valid_after_utc - now).total_seconds() / 86400
+    return Details(
+        names=dns_names(leaf), issuer=common_name(leaf.issuer), ca=classify_issuer(leaf),
+        serial=serial_hex(leaf), not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
+        days_left=math.floor(left), key=key_description(leaf.public_key()),
+        sha256_fingerprint=fingerprint_sha256(leaf), tlsa=tlsa_records(leaf))
+
+
+def _inspect(source: Source, now: datetime) -> tuple[CertInfo, CertificateBundle | None]:
+    """Read one source: (info, bundle if servable)."""
+    base = CertInfo(source.path, source.kind, served=False, is_default=False,
+                    is_bootstrap=source.kind == "bootstrap")
+    try:
+        data = source.read()
+        parsed = parse_bundle(data, source.path)
+    except InvalidCertificate as exc:
+        return replace(base, problem=exc.reason), None
+    details = describe(parsed, now)
+    try:
+        bundle = source.load(data, now)
+    except InvalidCertificate as exc:
+        return replace(base, problem=exc.reason, details=details), None
+    return replace(base, served=True, details=details), bundle
+
+
+def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
+    """Every certificate file the daemon looks at, in its priority order, flagged with
+    whether it would be served and which one is the default. Reads files only."""
+    inspected = [_inspect(s, now) for s in configured_sources(config)]
+    if not any(bundle for _, bundle in inspected):
+        boot = bootstrap_source(config)
+        if boot.path.exists():
+            inspected.append(_inspect(boot, now))
+    served = [(info, b) for info, b in inspected if b is not None]
+    table = build_table((Candidate(info.source, _own_name(info), dns_names(b.leaf)) for info, b in served),
+                        preferred_names(config))
+    default = table.default if table else None
+    return [replace(info, is_default=info.source == default) for info, _ in inspected]
+
+
+def _own_name(info: CertInfo) -> str | None:
+    return info.source.name[: -len(".pem")] if info.kind == "live" else None
+
+
+def report_problems(infos: Sequence[CertInfo]) -> list[str]:
+    """Sentences for what needs the admin: nothing to serve, rejected files, a bootstrap in use."""
+    problems = [f"{i.source} is not served: {i.problem}" for i in infos if i.problem]
+    if not any(i.served for i in infos):
+        problems.insert(0, "no usable certificate: start elemta serve (it makes a self-signed one), "
+                           "enable [tls.letsencrypt], or set [tls] cert_file and key_file")
+    return problems
+
+
+def with_probes(config: Config, infos: Sequence[CertInfo]) -> list[CertInfo]:
+    """Attach what the running daemon serves for each served certificate's name (SNI)."""
+    result: list[CertInfo] = []
+    failed = False
+    for info in infos:
+        probe = None
+        if info.served and info.details is not None and not failed:
+            names = [n for n in info.details.names if not n.startswith("*")]
+            probe = probe_daemon_serial(config, names[0] if names else None)
+            if probe is None:
+                return list(infos)  # no daemon running
+            failed = probe.error is not None
+        result.append(replace(info, probe=probe))
+    return result
+
+
+# --- renderers ---
+
+def _when(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render_text(infos: Sequence[CertInfo]) -> str:
+    """A human report, one block per certificate, then the problems."""
+    out: list[str] = []
+    for info in infos:
+        flags = [f for f, on in (("default", info.is_default), ("self-signed bootstrap", info.is_bootstrap),
+                                 ("NOT SERVED", not info.served)) if on]
+        title = ", ".join(info.details.names) if info.details and info.details.names else info.source.name
+        out.append(f"{title}  [{'; '.join(flags)}]" if flags else title)
+        rows: list[tuple[str, str]] = [("source", f"{info.source} ({info.kind})")]
+        if info.problem:
+            rows.append(("problem", info.problem))
+        if d := info.details:
+            rows += [
+                ("issuer", f"{d.issuer} ({d.ca})"),
+                ("serial", d.serial),
+                ("valid", f"{_when(d.not_before)} to {_when(d.not_after)} ({d.days_left} days left)"),
+                ("key", d.key),
+                ("sha256", d.sha256_fingerprint),
+            ]
+            rows += [("DANE TLSA", record) for record in d.tlsa]
+        if p := info.probe:
+            rows.append(("daemon", _probe_text(p, info)))
+        if info.is_bootstrap and info.served:
+            rows.append(("warning", "self-signed: NOT publicly trusted; get a real certificate"))
+        out += [f"  {label + ':':<11} {value}" for label, value in rows]
+        out.append("")
+    problems = report_problems(infos)
+    out += [f"PROBLEM: {p}" for p in problems]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _probe_text(p: ProbeResult, info: CertInfo) -> str:
+    where = f"pid {p.pid}, {p.mode} on {p.address}"
+    if p.error:
+        return f"{where}: {p.error}"
+    same = info.details is not None and p.serial_hex == info.details.serial
+    verdict = "same as this file" if same else \
+        "DIFFERS from this file: reload it (kill -HUP the pid) and check its log"
+    return f"{where}: serves serial {p.serial_hex} ({verdict})"
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def render_json(infos: Sequence[CertInfo]) -> str:
+    """The same report as JSON: {"ok", "problems", "certificates": [...]}."""
+    problems = report_problems(infos)
+    certificates = []
+    for info in infos:
+        item = asdict(info)
+        if info.probe is not None:
+            item["probe"]["serial"] = info.probe.serial_hex
+        certificates.append(_jsonable(item))
+    report = {"ok": not problems, "problems": problems, "certificates": certificates}
+    return json.dumps(report, indent=2) + "\n"
+
+
+def cert_info_main(config: Config, as_json: bool, out: TextIO) -> int:
+    """``elemta cert info``: print the report; 0 when all is well, 1 when there is no usable
+    certificate or a certificate file is rejected (expired, broken, wrong name)."""
+    now = datetime.now(timezone.utc)
+    try:
+        infos = with_probes(config, certificate_report(config, now))
+    except ElemtaError as exc:
+        if as_json:
+            out.write(json.dumps({"ok": False, "problems": [str(exc)], "certificates": []}, indent=2) + "\n")
+        else:
+            out.write(f"PROBLEM: {exc}\n")
+        return 1
+    out.write(render_json(infos) if as_json else render_text(infos))
+    return 1 if report_problems(infos) else 0

@@ -1,0 +1,124 @@
+"""Ask the running daemon which certificate it serves (for ``elemta cert info``).
+
+Plain sockets and the stdlib ``ssl`` module: no Twisted, no reactor. No
+verification is done: the point is only to read the served serial.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from elemta_smtp.config import Config
+from elemta_smtp.units import Address
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the daemon served to one probe: ``serial`` or an ``error`` sentence."""
+
+    pid: int
+    address: str
+    mode: str  # "implicit TLS" | "STARTTLS"
+    server_name: str | None
+    serial: int | None
+    error: str | None = None
+
+    @property
+    def serial_hex(self) -> str | None:
+        return None if self.serial is None else format(self.serial, "x")
+
+
+def daemon_pid(pid_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is alive, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return pid  # alive, owned by another user
+    except OSError:
+        return None
+    return pid
+
+
+def _connect_host(address: Address) -> str:
+    if address.host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if address.host == "::":
+        return "::1"
+    return address.host
+
+
+def probe_target(config: Config) -> tuple[Address, str] | None:
+    """Where to probe: the implicit TLS port, else STARTTLS on the plain port, else None."""
+    tls = config.tls
+    if tls.enabled and tls.listen_addr is not None:
+        return tls.listen_addr, "implicit TLS"
+    if tls.enabled and tls.enable_starttls and config.server.listen_addr is not None:
+        return config.server.listen_addr, "STARTTLS"
+    return None
+
+
+def probe_daemon_serial(config: Config, server_name: str | None = None,
+                        timeout: float = 5.0) -> ProbeResult | None:
+    """If the daemon in ``[server] pid_file`` is alive, handshake with it and read the served
+    serial (sending ``server_name`` as SNI). None when no daemon runs or TLS is off."""
+    pid = daemon_pid(config.server.pid_file)
+    target = probe_target(config)
+    if pid is None or target is None:
+        return None
+    address, mode = target
+    host = _connect_host(address)
+    where = f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+    try:
+        serial = _handshake(host, address.port, mode == "STARTTLS", server_name, timeout)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return ProbeResult(pid, where, mode, server_name, None, f"cannot read the served certificate: {exc}")
+    return ProbeResult(pid, where, mode, server_name, serial)
+
+
+def _handshake(host: str, port: int, starttls: bool, server_name: str | None, timeout: float) -> int:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        if starttls:
+            _starttls(raw)
+        with context.wrap_socket(raw, server_hostname=server_name or None) as tls:
+            der = tls.getpeercert(binary_form=True)
+    if not der:
+        raise ValueError("the server sent no certificate")
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def _starttls(sock: socket.socket) -> None:
+    buffer = b""
+
+    def reply() -> tuple[int, bytes]:
+        nonlocal buffer
+        while True:
+            while b"\n" in buffer:
+                line, _, buffer = buffer.partition(b"\n")
+                if len(line) >= 4 and line[3:4] != b"-":
+                    return int(line[:3]), line
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ValueError("the server closed the connection before STARTTLS")
+            buffer += chunk
+
+    for command, expected in ((None, 220), (b"EHLO elemta-cert-info\r\n", 250), (b"STARTTLS\r\n", 220)):
+        if command:
+            sock.sendall(command)
+        code, line = reply()
+        if code != expected:
+            raise ValueError(f"STARTTLS refused: {line.decode('ascii', 'replace').strip()}")

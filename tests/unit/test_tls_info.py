@@ -1,0 +1,167 @@
+"""``elemta cert info`` from files (elemta_smtp/tls/info.py): report, renderers, exit code."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from elemta_smtp.config import Config, parse_config
+from elemta_smtp.tls import store
+from elemta_smtp.tls.bootstrap import ensure_bootstrap
+from elemta_smtp.tls.info import (
+    cert_info_main,
+    certificate_report,
+    classify_issuer,
+    render_json,
+    render_text,
+)
+from tests.certs import CA, Leaf, make_ca, make_leaf
+
+DOMAIN = "mail.example.com"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def config(tmp_path: Path) -> Config:
+    return parse_config(f"""
+[server]
+hostname = "{DOMAIN}"
+pid_file = "{tmp_path / 'elemta.pid'}"
+[tls.letsencrypt]
+cache_dir = "{tmp_path / 'cache'}"
+""")
+
+
+@pytest.fixture(scope="module")
+def ca() -> CA:
+    return make_ca("R11", parent=make_ca("ISRG Root X1", organization="Internet Security Research Group"),
+                   organization="Let's Encrypt")
+
+
+def install(cfg: Config, leaf: Leaf, name: str = DOMAIN) -> Path:
+    return store.write_certificate(cfg.tls.letsencrypt.cache_dir, name, leaf.key_pem, leaf.fullchain_pem)
+
+
+def test_report_describes_served_certificate(tmp_path: Path, ca: CA) -> None:
+    """The report gives names, issuer, CA kind, serial, dates, days left, key, fingerprint and TLSA."""
+    cfg = config(tmp_path)
+    leaf = make_leaf(ca, [DOMAIN], not_before=now() - timedelta(days=1),
+                     not_after=now() + timedelta(days=30, hours=1))
+    path = install(cfg, leaf)
+    (info,) = certificate_report(cfg, now())
+    assert (info.source, info.kind, info.served, info.is_default, info.is_bootstrap) == (
+        path, "live", True, True, False)
+    d = info.details
+    assert d is not None
+    assert d.names == (DOMAIN,)
+    assert d.issuer == "R11"
+    assert d.ca == "Let's Encrypt production"
+    assert d.serial == format(leaf.serial, "x")
+    assert d.days_left == 30
+    assert d.key == "ECDSA P-256"
+    assert d.sha256_fingerprint.replace(":", "").lower() == hashlib.sha256(
+        leaf.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    spki = leaf.cert.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert d.tlsa == (f"_25._tcp.{DOMAIN}. IN TLSA 3 1 1 {hashlib.sha256(spki).hexdigest()}",)
+
+
+@pytest.mark.parametrize(("issuer_cn", "org", "expected"), [
+    pytest.param("R11", "Let's Encrypt", "Let's Encrypt production", id="le-production"),
+    pytest.param("E6", "Let's Encrypt", "Let's Encrypt production", id="le-production-ecdsa"),
+    pytest.param("(STAGING) Ersatz Edamame E1", "(STAGING) Let's Encrypt", "Let's Encrypt staging",
+                 id="le-staging"),
+    pytest.param("Pebble Intermediate CA 4bc1a2", None, "test CA", id="pebble"),
+    pytest.param("Sectigo RSA Domain Validation", "Sectigo Limited", "other CA", id="other"),
+])
+def test_ca_kind_from_issuer_name(issuer_cn: str, org: str | None, expected: str) -> None:
+    """Production, staging, Pebble and other CAs are told apart by the issuer name."""
+    issuer = make_ca(issuer_cn, organization=org)
+    assert classify_issuer(make_leaf(issuer, [DOMAIN]).cert) == expected
+
+
+def test_bootstrap_reported_when_nothing_else(tmp_path: Path) -> None:
+    """With only the bootstrap on disk, it is the served default, flagged self-signed, exit code 0."""
+    cfg = config(tmp_path)
+    ensure_bootstrap(cfg.tls.letsencrypt.cache_dir, DOMAIN, now())
+    (info,) = certificate_report(cfg, now())
+    assert info.is_bootstrap and info.served and info.is_default
+    assert info.details is not None and info.details.ca == "self-signed"
+    out = io.StringIO()
+    assert cert_info_main(cfg, False, out) == 0
+    assert "NOT publicly trusted" in out.getvalue()
+
+
+def test_no_certificate_is_an_error(tmp_path: Path) -> None:
+    """With nothing on disk, cert info says so and exits non-zero, in text and JSON."""
+    cfg = config(tmp_path)
+    out = io.StringIO()
+    assert cert_info_main(cfg, False, out) == 1
+    assert "no usable certificate" in out.getvalue()
+    out = io.StringIO()
+    assert cert_info_main(cfg, True, out) == 1
+    assert json.loads(out.getvalue())["ok"] is False
+
+
+def test_expired_default_is_an_error(tmp_path: Path, ca: CA) -> None:
+    """An expired live/<domain>.pem is shown as not served, with its dates, and the exit code is 1."""
+    cfg = config(tmp_path)
+    install(cfg, make_leaf(ca, [DOMAIN], not_before=now() - timedelta(days=90),
+                           not_after=now() - timedelta(days=2)))
+    (info,) = certificate_report(cfg, now())
+    assert not info.served and info.problem is not None and "expired" in info.problem
+    assert info.details is not None and info.details.days_left == -3
+    out = io.StringIO()
+    assert cert_info_main(cfg, False, out) == 1
+    assert "NOT SERVED" in out.getvalue()
+    assert "PROBLEM:" in out.getvalue()
+
+
+def test_unparseable_file_is_listed(tmp_path: Path, ca: CA) -> None:
+    """A garbage live/ file is listed with its reason next to the good one, and makes the exit code 1."""
+    cfg = config(tmp_path)
+    install(cfg, make_leaf(ca, [DOMAIN]))
+    bad = store.certificate_path(cfg.tls.letsencrypt.cache_dir, "bad.example.com")
+    bad.write_bytes(b"garbage")
+    infos = certificate_report(cfg, now())
+    assert [(i.source.name, i.served, i.details is None) for i in infos] == [
+        ("bad.example.com.pem", False, True), ("mail.example.com.pem", True, False)]
+    assert "no PEM data" in render_text(infos)
+
+
+def test_text_and_json_agree(tmp_path: Path, ca: CA) -> None:
+    """Text and JSON carry the same serial, TLSA record and default flag; JSON parses."""
+    cfg = config(tmp_path)
+    leaf = make_leaf(ca, [DOMAIN, "*.example.com"])
+    install(cfg, leaf)
+    infos = certificate_report(cfg, now())
+    text = render_text(infos)
+    data = json.loads(render_json(infos))
+    serial = format(leaf.serial, "x")
+    assert f"serial:     {serial}" in text
+    assert "[default]" in text
+    (cert,) = data["certificates"]
+    assert data["ok"] is True
+    assert cert["details"]["serial"] == serial
+    assert cert["is_default"] is True
+    assert cert["details"]["tlsa"][0] in text
+    assert len(cert["details"]["tlsa"]) == 1  # no TLSA name for the wildcard
+    assert cert["details"]["not_after"].endswith("+00:00")
+
+
+def test_info_does_not_import_twisted() -> None:
+    """elemta_smtp.tls.info imports no Twisted, so `elemta cert info` starts fast."""
+    import subprocess
+    import sys
+
+    code = "import sys, elemta_smtp.tls.info; print(any(m.startswith('twisted') for m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
