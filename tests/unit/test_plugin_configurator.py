@@ -1,0 +1,422 @@
+"""The ``elemta`` certbot plugin's methods, each on a real certbot config parsed
+by certbot's own argument parser, real files, real processes and signals."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from acme import challenges
+from certbot import errors, interfaces
+from certbot._internal import cli
+from certbot._internal.display import obj as display_obj
+from certbot._internal.plugins import disco
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from certbot_elemta._internal import daemon
+from certbot_elemta._internal.configurator import ElemtaConfigurator
+from certbot_elemta._internal.lineage import find_lineage
+from elemta_smtp.tls import store
+from tests.support import free_port
+from tests.unit.test_plugin_http01 import achall, get
+
+CONFIG = """\
+# elemta.toml written by hand — comments and layout must survive the installer
+[server]
+hostname = "mx.example.com"   # the name in the greeting
+pid_file = "{root}/elemta.pid"
+listen_addr = "127.0.0.1:2525"
+
+[tls]
+enabled = false  # turned on once a certificate exists
+listen_addr = "127.0.0.1:4465"
+
+[tls.letsencrypt]
+domain = ""
+cache_dir = "{root}/cache"
+http_addr = "127.0.0.1:{http_port}"
+"""
+
+
+# --- helpers ---------------------------------------------------------------------
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def make_lineage(live_dir: Path, names: list[str], lineage_name: str | None = None) -> Path:
+    """A certbot-style lineage (cert, chain, fullchain, privkey) signed by a throwaway CA."""
+    now = datetime.now(timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    folder = live_dir / (lineage_name or names[0])
+    folder.mkdir(parents=True)
+    cert_pem = leaf.public_bytes(serialization.Encoding.PEM)
+    chain_pem = ca.public_bytes(serialization.Encoding.PEM)
+    (folder / "cert.pem").write_bytes(cert_pem)
+    (folder / "chain.pem").write_bytes(chain_pem)
+    (folder / "fullchain.pem").write_bytes(cert_pem + chain_pem)
+    (folder / "privkey.pem").write_bytes(_pem_key(key))
+    return folder
+
+
+class Root:
+    """Paths of one test: elemta.toml, the cache, certbot's dirs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.config_file = path / "elemta.toml"
+        self.cache_dir = path / "cache"
+        self.pid_file = path / "elemta.pid"
+        self.certbot = path / "certbot"
+
+    def write(self, text: str | None = None, http_port: int = 9) -> bytes:
+        data = (text or CONFIG.format(root=self.path, http_port=http_port)).encode()
+        self.config_file.write_bytes(data)
+        return data
+
+    def plugin(self, *args: str) -> ElemtaConfigurator:
+        """The plugin as certbot builds it for ``certbot <args> --elemta-config <file>``."""
+        argv = [*(args or ("certonly",)), "--config-dir", str(self.certbot / "config"),
+                "--work-dir", str(self.certbot / "work"), "--logs-dir", str(self.certbot / "logs"),
+                "--elemta-config", str(self.config_file)]
+        config = cli.prepare_and_parse_args(disco.PluginsRegistry.find_all(), argv)
+        return ElemtaConfigurator(config, "elemta")
+
+    @property
+    def live_dir(self) -> Path:
+        return self.certbot / "config" / "live"
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Root:
+    r = Root(tmp_path)
+    r.write()
+    return r
+
+
+@pytest.fixture(autouse=True)
+def display() -> Iterator[io.StringIO]:
+    """certbot's display, as certbot sets it for --non-interactive; the text is returned."""
+    out = io.StringIO()
+    previous = display_obj._SERVICE.display
+    display_obj.set_display(display_obj.NoninteractiveDisplay(out))
+    yield out
+    display_obj._SERVICE.display = previous
+
+
+def deploy(plugin: ElemtaConfigurator, lineage: Path, domain: str) -> None:
+    plugin.deploy_cert(domain, str(lineage / "cert.pem"), str(lineage / "privkey.pem"),
+                       str(lineage / "chain.pem"), str(lineage / "fullchain.pem"))
+
+
+# --- prepare / config_test ---------------------------------------------------------
+
+def test_prepare_accepts_a_good_config(root: Root) -> None:
+    """prepare() loads elemta.toml and keeps it for the other methods."""
+    plugin = root.plugin()
+    plugin.prepare()
+    assert plugin.elemta.tls.letsencrypt.cache_dir == root.cache_dir
+
+
+def test_prepare_without_config_is_no_installation(root: Root) -> None:
+    """A missing elemta.toml is NoInstallationError that says how to point at one."""
+    root.config_file.unlink()
+    with pytest.raises(errors.NoInstallationError, match=r"does not exist.*--elemta-config"):
+        root.plugin().prepare()
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    pytest.param('[server]\nhostnme = "a.example.com"\n', 'unknown key "hostnme"', id="unknown-key"),
+    pytest.param("[server\n", "not valid TOML", id="not-toml"),
+    pytest.param('[tls.letsencrypt]\nhttp_addr = "nowhere"\n', "is not an address", id="bad-address"),
+])
+def test_bad_config_is_misconfiguration_with_problems(root: Root, text: str, words: str) -> None:
+    """prepare() and config_test() raise MisconfigurationError listing elemta's own problems."""
+    root.write(text)
+    plugin = root.plugin()
+    for method in (plugin.prepare, plugin.config_test):
+        with pytest.raises(errors.MisconfigurationError) as info:
+            method()
+        assert words in str(info.value) and str(root.config_file) in str(info.value)
+
+
+def test_config_option_defaults_to_elemta_config_env(root: Root, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --elemta-config the plugin reads $ELEMTA_CONFIG, like the daemon."""
+    monkeypatch.setenv("ELEMTA_CONFIG", "/somewhere/elemta.toml")
+    argv = ["certonly", "--config-dir", str(root.certbot / "c"), "--work-dir", str(root.certbot / "w"),
+            "--logs-dir", str(root.certbot / "l")]
+    config = cli.prepare_and_parse_args(disco.PluginsRegistry.find_all(), argv)
+    assert ElemtaConfigurator(config, "elemta").config_file == Path("/somewhere/elemta.toml")
+
+
+# --- installer ---------------------------------------------------------------------
+
+def test_get_all_names(root: Root) -> None:
+    """The names offered are the letsencrypt domain and the server hostname."""
+    root.write(CONFIG.format(root=root.path, http_port=9).replace('domain = ""',
+                                                                  'domain = "mail.example.com"'))
+    assert root.plugin().get_all_names() == {"mail.example.com", "mx.example.com"}
+
+
+def test_deploy_cert_writes_one_cache_file_named_after_primary(root: Root) -> None:
+    """deploy_cert (called per domain) writes live/<primary>.pem once: key + full chain, 0600."""
+    lineage = make_lineage(root.live_dir, ["mail.example.com", "smtp.example.com"])
+    plugin = root.plugin("run")
+    deploy(plugin, lineage, "mail.example.com")
+    deploy(plugin, lineage, "smtp.example.com")
+    assert [p.name for p in store.live_dir(root.cache_dir).iterdir()] == ["mail.example.com.pem"]
+    written = (store.live_dir(root.cache_dir) / "mail.example.com.pem")
+    assert written.read_bytes() == (lineage / "privkey.pem").read_bytes() + \
+        (lineage / "fullchain.pem").read_bytes()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
+
+
+def test_deploy_cert_refuses_a_mismatched_key(root: Root) -> None:
+    """A key that does not belong to the certificate is a PluginError and nothing is written."""
+    lineage = make_lineage(root.live_dir, ["mail.example.com"])
+    other = make_lineage(root.live_dir, ["other.example.com"])
+    (lineage / "privkey.pem").write_bytes((other / "privkey.pem").read_bytes())
+    with pytest.raises(errors.PluginError, match=r"Could not install the certificate for mail\.example\.com"):
+        deploy(root.plugin("run"), lineage, "mail.example.com")
+    assert not (store.live_dir(root.cache_dir) / "mail.example.com.pem").exists()
+
+
+def test_deploy_then_save_edits_toml_keeping_comments(root: Root) -> None:
+    """save() turns [tls] on and sets the empty domain, keeping every comment and other line."""
+    original = root.config_file.read_text()
+    plugin = root.plugin("run")
+    deploy(plugin, make_lineage(root.live_dir, ["mail.example.com"]), "mail.example.com")
+    assert root.config_file.read_text() == original  # nothing written before save()
+    plugin.save("Deployed ACME Certificate")
+    edited = root.config_file.read_text()
+    assert edited == original.replace("enabled = false", "enabled = true").replace(
+        'domain = ""', 'domain = "mail.example.com"')
+    plugin.config_test()
+
+
+def test_rollback_restores_toml_byte_exact(root: Root) -> None:
+    """rollback_checkpoints(1) after a deploy restores elemta.toml byte for byte."""
+    original = root.config_file.read_bytes()
+    plugin = root.plugin("run")
+    deploy(plugin, make_lineage(root.live_dir, ["mail.example.com"]), "mail.example.com")
+    plugin.save("Deployed ACME Certificate")
+    assert root.config_file.read_bytes() != original
+    root.plugin("rollback").rollback_checkpoints(1)
+    assert root.config_file.read_bytes() == original
+
+
+def test_recovery_routine_undoes_unfinalized_save(root: Root) -> None:
+    """A save() without a title is undone by recovery_routine() (certbot's error path)."""
+    original = root.config_file.read_bytes()
+    plugin = root.plugin("run")
+    deploy(plugin, make_lineage(root.live_dir, ["mail.example.com"]), "mail.example.com")
+    plugin.save()
+    assert root.config_file.read_bytes() != original
+    plugin.recovery_routine()
+    assert root.config_file.read_bytes() == original
+
+
+def test_save_without_changes_leaves_file_and_makes_no_checkpoint(root: Root) -> None:
+    """When elemta.toml already serves the domain, save() touches nothing."""
+    text = CONFIG.format(root=root.path, http_port=9).replace("enabled = false", "enabled = true") \
+        .replace('domain = ""', 'domain = "mail.example.com"')
+    root.write(text)
+    before = root.config_file.stat()
+    plugin = root.plugin("run")
+    deploy(plugin, make_lineage(root.live_dir, ["mail.example.com"]), "mail.example.com")
+    plugin.save("Deployed ACME Certificate")
+    assert root.config_file.read_text() == text
+    assert root.config_file.stat().st_mtime_ns == before.st_mtime_ns
+    assert list(Path(plugin.config.backup_dir).iterdir()) == []
+
+
+class _Lineage(interfaces.RenewableCert):
+    """The part of certbot's lineage that renew_deploy reads."""
+
+    def __init__(self, folder: Path, names: list[str]) -> None:
+        self.folder, self._names = folder, names
+
+    @property
+    def cert_path(self) -> str:
+        return str(self.folder / "cert.pem")
+
+    @property
+    def key_path(self) -> str:
+        return str(self.folder / "privkey.pem")
+
+    @property
+    def chain_path(self) -> str:
+        return str(self.folder / "chain.pem")
+
+    @property
+    def fullchain_path(self) -> str:
+        return str(self.folder / "fullchain.pem")
+
+    @property
+    def lineagename(self) -> str:
+        return self.folder.name
+
+    def names(self) -> list[str]:
+        return self._names
+
+
+def test_renew_deploy_writes_the_renewed_certificate(root: Root) -> None:
+    """renew_deploy(lineage) installs lineage.names()[0] into the cache."""
+    folder = make_lineage(root.live_dir, ["mail.example.com", "smtp.example.com"])
+    plugin = root.plugin("renew")
+    assert isinstance(plugin, interfaces.RenewDeployer)
+    plugin.renew_deploy(_Lineage(folder, ["mail.example.com", "smtp.example.com"]))
+    written = store.live_dir(root.cache_dir) / "mail.example.com.pem"
+    assert written.read_bytes().endswith((folder / "fullchain.pem").read_bytes())
+
+
+def test_enhance_says_elemta_has_none(root: Root) -> None:
+    """enhance() refuses plainly; supported_enhancements() is empty."""
+    plugin = root.plugin("run")
+    assert plugin.supported_enhancements() == []
+    with pytest.raises(errors.PluginError, match=r"elemta supports no enhancements.*--redirect"):
+        plugin.enhance("mail.example.com", "redirect")
+
+
+# --- restart -----------------------------------------------------------------------
+
+def test_restart_without_daemon_is_not_an_error(root: Root, display: io.StringIO) -> None:
+    """No pid file: restart() says the daemon will use the certificate when it starts."""
+    root.plugin("run").restart()
+    assert "elemta is not running" in display.getvalue()
+
+
+def test_restart_with_stale_pid_is_not_an_error(root: Root, display: io.StringIO) -> None:
+    """A pid file naming a process that is gone is reported, not raised."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    root.pid_file.write_text(f"{gone.pid}\n")
+    root.plugin("run").restart()
+    assert f"names pid {gone.pid}" in display.getvalue()
+
+
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[str]]:
+    """A process that reports SIGHUP on stdout; its command line says 'elemta'."""
+    code = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGHUP, lambda *a: (print('HUP', flush=True), sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, "elemta-serve"], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    yield proc
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+
+
+def test_restart_sends_sighup_to_the_daemon(root: Root, child: subprocess.Popen[str],
+                                            display: io.StringIO) -> None:
+    """restart() delivers SIGHUP to the pid in [server] pid_file."""
+    root.pid_file.write_text(f"{child.pid}\n")
+    root.plugin("run").restart()
+    assert child.stdout is not None and child.stdout.readline() == "HUP\n"
+    assert f"Told elemta (pid {child.pid})" in display.getvalue()
+
+
+def test_restart_never_signals_a_foreign_process(root: Root) -> None:
+    """A reused pid that is not elemta is left alone (SIGHUP would kill it)."""
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        root.pid_file.write_text(f"{other.pid}\n")
+        root.plugin("run").restart()
+        time.sleep(0.1)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    pytest.param(None, daemon.Reload.NOT_RUNNING, id="no-file"),
+    pytest.param("", daemon.Reload.STALE, id="empty"),
+    pytest.param("garbage\n", daemon.Reload.STALE, id="garbage"),
+    pytest.param("1\n", daemon.Reload.STALE, id="init"),
+    pytest.param("-5\n", daemon.Reload.STALE, id="negative"),
+])
+def test_reload_daemon_with_unusable_pid_files(tmp_path: Path, content: str | None,
+                                               expected: daemon.Reload) -> None:
+    """Missing or unusable pid files never lead to a signal."""
+    pid_file = tmp_path / "elemta.pid"
+    if content is not None:
+        pid_file.write_text(content)
+    assert daemon.reload_daemon(pid_file)[0] is expected
+
+
+def test_certonly_restart_installs_the_saved_lineage(root: Root) -> None:
+    """certonly -i elemta calls only restart(): it finds and installs the new lineage."""
+    folder = make_lineage(root.live_dir, ["mail.example.com"])
+    root.plugin("certonly", "-d", "mail.example.com").restart()
+    written = store.live_dir(root.cache_dir) / "mail.example.com.pem"
+    assert written.read_bytes().endswith((folder / "fullchain.pem").read_bytes())
+
+
+def test_certonly_restart_without_lineage_says_what_to_do(root: Root) -> None:
+    """If the saved lineage cannot be found, the error names 'certbot install'."""
+    with pytest.raises(errors.PluginError, match="certbot install --cert-name"):
+        root.plugin("certonly", "-d", "mail.example.com").restart()
+
+
+def test_find_lineage_prefers_cert_name_then_newest_exact_match(tmp_path: Path) -> None:
+    """--cert-name picks its folder; else the newest lineage with exactly the domains."""
+    old = make_lineage(tmp_path, ["mail.example.com"])
+    os.utime(old / "cert.pem", (1, 1))
+    new = make_lineage(tmp_path, ["mail.example.com"], "mail.example.com-0001")
+    make_lineage(tmp_path, ["mail.example.com", "b.example.com"], "both")
+    assert find_lineage(tmp_path, None, ["mail.example.com"]).key_path == new / "privkey.pem"  # type: ignore[union-attr]
+    assert find_lineage(tmp_path, "mail.example.com", []).key_path == old / "privkey.pem"  # type: ignore[union-attr]
+    assert find_lineage(tmp_path, None, ["c.example.com"]) is None
+
+
+# --- authenticator -----------------------------------------------------------------
+
+def test_authenticator_prefers_http01_and_uses_configured_webroot(root: Root) -> None:
+    """get_chall_pref is [HTTP01]; perform writes into <cache_dir>/webroot and serves it."""
+    port = free_port()
+    root.write(http_port=port)
+    plugin = root.plugin("certonly")
+    plugin.prepare()
+    assert list(plugin.get_chall_pref("mail.example.com")) == [challenges.HTTP01]
+    a = achall()
+    plugin.perform([a])
+    try:
+        token = a.chall.encode("token")
+        assert (store.challenge_dir(root.cache_dir) / token).is_file()
+        assert get(port, f"/.well-known/acme-challenge/{token}")[0] == 200
+    finally:
+        plugin.cleanup([a])
+    assert not (store.challenge_dir(root.cache_dir) / token).exists()
+
