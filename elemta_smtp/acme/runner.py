@@ -143,7 +143,8 @@ class ProcessRunner:
     def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]:
         """Start ``argv`` in a new process group; fire with a ``RunResult`` when it ends.
         After ``timeout`` seconds the group gets SIGTERM, then SIGKILL. Never errbacks
-        for the child's own failures; a command that cannot start fires as exit 127."""
+        for the child's own failures; a command that cannot start fires as exit 127.
+        Cancelling the Deferred stops the child the same way (for a daemon that stops)."""
         collector = _Collector(self._tail)
         started = self._clock.seconds()
         wrapped = [sys.executable, "-c", _SETSID_EXEC, *argv]
@@ -163,23 +164,32 @@ class ProcessRunner:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, sig)
 
+        def stop() -> None:
+            kill(signal.SIGTERM)
+            calls.append(self._clock.callLater(self._kill_grace, kill, signal.SIGKILL))
+
         def on_timeout() -> None:
             nonlocal timed_out
             timed_out = True
             log.warn("{command} still running after {timeout:g}s: stopping it (SIGTERM, then "
                      "SIGKILL after {grace:g}s)", command=_short(argv), timeout=timeout,
                      grace=self._kill_grace)
-            kill(signal.SIGTERM)
-            calls.append(self._clock.callLater(self._kill_grace, kill, signal.SIGKILL))
+            stop()
 
         calls.append(self._clock.callLater(timeout, on_timeout))
 
-        def finished(wrapped_reason: list[Failure]) -> RunResult:
+        def cancel(_: Deferred[RunResult]) -> None:
+            log.info("stopping {command} (elemta is stopping)", command=_short(argv))
+            stop()
+
+        result: Deferred[RunResult] = Deferred(canceller=cancel)
+
+        def finished(wrapped_reason: list[Failure]) -> None:
             (reason,) = wrapped_reason
+            kill(signal.SIGKILL)  # anything the child left behind in its group
             for call in calls:
                 if call.active():
                     call.cancel()
-            kill(signal.SIGKILL)  # anything the child left behind in its group
             exit_code: int | None = 0
             sig: int | None = None
             if isinstance(reason.value, ProcessTerminated):
@@ -187,10 +197,13 @@ class ProcessRunner:
                 sig = reason.value.signal
             elif not isinstance(reason.value, ProcessDone):
                 exit_code = None
-            return RunResult(tuple(argv), exit_code, sig, timed_out, tuple(collector.stdout),
-                             tuple(collector.stderr), self._clock.seconds() - started)
+            if not result.called:  # not cancelled
+                result.callback(RunResult(tuple(argv), exit_code, sig, timed_out,
+                                          tuple(collector.stdout), tuple(collector.stderr),
+                                          self._clock.seconds() - started))
 
-        return collector.ended.addCallback(finished)
+        collector.ended.addCallback(finished)
+        return result
 
 
 def _short(argv: Sequence[str]) -> str:

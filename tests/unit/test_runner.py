@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import pytest
 from twisted.internet import task
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.trial import unittest
 
 from elemta_smtp.acme.runner import (
@@ -172,3 +172,35 @@ def test_environment_passed_through(tmp_path: Path) -> None:
     runner = ProcessRunner(reactor=cast(SpawnReactor, None), env={"REQUESTS_CA_BUNDLE": "/x.pem"})
     assert runner._env == {"REQUESTS_CA_BUNDLE": "/x.pem"}
     assert ProcessRunner(reactor=cast(SpawnReactor, None))._env == dict(os.environ)
+
+
+class CancelTests(unittest.TestCase):
+    @inlineCallbacks
+    def test_cancel_stops_the_child(self) -> Generator[Deferred[Any], Any, None]:
+        """Cancelling a run (the daemon stops) ends the child's process group."""
+        clock = task.Clock()
+        pending = ProcessRunner(_reactor(), clock=clock).run(
+            [PY, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(60)"],
+            timeout=300)
+        yield task.deferLater(_reactor(), 0.5, lambda: None)
+        pending.cancel()
+        with pytest.raises(CancelledError):
+            yield pending
+        deadline = time.monotonic() + 5
+        # the child's pid is not known to the test; its process group is gone once no
+        # process with our argv remains
+        while time.monotonic() < deadline:
+            alive = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).endswith(
+                "time.sleep(60)") and "print(os.getpid()" in _cmdline(p)]
+            if not alive:
+                break
+            yield task.deferLater(_reactor(), 0.05, lambda: None)
+        assert not alive
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
