@@ -327,7 +327,7 @@ def test_message_handed_over_then_answered_after_delivery() -> None:
     assert actions == [MessageData(b"Subject: hi\r\n\r\nHello\r\n"), EndMessage(22)]
     assert session.state is State.DELIVERING
     assert session.delivery_done(None) == [Reply(replies.queued("QID1"))]
-    assert session.state is State.GREETED
+    assert session.state.value == "greeted"
     assert session.messages == 1
 
 
@@ -411,7 +411,8 @@ def test_idle_timeout() -> None:
     """On timeout the client gets 421 4.4.2 and the connection closes."""
     session = new_session()
     assert session.timeout() == [Reply(replies.idle_timeout("mx.example.com")), Close()]
-    assert replies.idle_timeout("mx.example.com") == b"421 4.4.2 mx.example.com Idle timeout, closing connection\r\n"
+    assert replies.idle_timeout("mx.example.com") == (
+        b"421 4.4.2 mx.example.com Idle timeout, closing connection\r\n")
 
 
 def test_idle_timeout_in_data_drops_message() -> None:
