@@ -92,6 +92,8 @@ class ElemtaService(MultiService):
         except OSError as exc:
             raise StartupError(f"cannot create the cache directory {cache_dir}: {exc.strerror}; "
                                "create it or set [tls.letsencrypt] cache_dir") from None
+        except store.StoreError as exc:
+            raise StartupError(f"cannot use the cache directory {cache_dir}: {exc}") from None
         self.tls: ServerTLS | None = None
         if config.tls.enabled:
             self.tls = ServerTLS(config, _now)
@@ -153,12 +155,6 @@ class ElemtaService(MultiService):
     def startService(self) -> None:  # noqa: N802 (Twisted's name)
         write_pid_file(self.config.server.pid_file, os.getpid())
         super().startService()
-        if self.tls is not None:
-            for served in self.tls.served():
-                if served.is_bootstrap:
-                    log.warn("serving a self-signed bootstrap certificate for {name}: it is NOT "
-                             "publicly trusted; set [tls] cert_file/key_file or enable "
-                             "[tls.letsencrypt]", name=", ".join(served.names))
         log.info("elemta ready (pid {pid}, config {path})", pid=os.getpid(),
                  path=self.config.path or "embedded")
 

@@ -89,7 +89,7 @@ def _nest(doc: tomlkit.TOMLDocument, parts: list[str], table: tomlkit.items.Tabl
     for part in parts[:-1]:
         if part not in container:
             container[part] = tomlkit.table(is_super_table=True)
-        container = container[part]  # type: ignore[assignment]
+        container = container[part]
     container[parts[-1]] = table
 
 
