@@ -138,3 +138,15 @@ def config_warnings(config: Config) -> list[str]:
         return []
     sentence = config_check_sentence(renewal.renewal_days)
     return [sentence] if sentence else []
+
+
+#: Waits after the 1st, 2nd, ... failed certbot run: minutes at first, growing to hours.
+RETRY_FIRST = 120.0
+RETRY_MAX = 6 * 3600.0
+
+
+def retry_delay(failures: int, first: float = RETRY_FIRST, most: float = RETRY_MAX) -> float:
+    """Seconds to wait after ``failures`` failures in a row: 2m, 4m, 8m, ... up to 6h."""
+    if failures <= 0:
+        return 0.0
+    return float(min(first * 2 ** min(failures - 1, 32), most))

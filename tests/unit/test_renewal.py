@@ -14,6 +14,7 @@ from elemta_smtp.acme.renewal import (
     decide_renewal,
     format_span,
     renewal_window,
+    retry_delay,
 )
 from elemta_smtp.config import parse_config
 
@@ -114,3 +115,17 @@ def test_covers_wildcard_one_label() -> None:
     assert c.covers("mail.example.com")
     assert not c.covers("a.mail.example.com")
     assert not c.covers("example.com")
+
+
+@pytest.mark.parametrize(("failures", "seconds"), [
+    pytest.param(0, 0, id="none"),
+    pytest.param(1, 120, id="first-within-minutes"),
+    pytest.param(2, 240, id="doubles"),
+    pytest.param(5, 1920, id="half-hour"),
+    pytest.param(8, 15360, id="hours"),
+    pytest.param(9, 6 * 3600, id="capped-at-6h"),
+    pytest.param(1000, 6 * 3600, id="never-overflows"),
+])
+def test_retry_delay(failures: int, seconds: float) -> None:
+    """Failed runs are retried after growing waits: minutes first, hours later, never 0."""
+    assert retry_delay(failures) == seconds

@@ -1,0 +1,429 @@
+"""The certificate manager: a Twisted service that keeps a valid certificate
+served and tells people about it.
+
+Every check (at start, then every ``check_interval``, sooner while retrying):
+
+1. No valid certificate for the domain is served: obtain one (``certbot
+   certonly`` with the elemta plugin), retrying with backoff on failure.
+2. ``auto_renew`` and the served certificate inside its renewal window: run
+   ``certbot renew`` under ``renewal_timeout``; a failure is queued for mailing.
+3. Notices: plan (pure, ``notices.plan``), save state, mail, record what went.
+
+Renewal runs before the notice check, so a healthy renewal never produces an
+expiry warning. After a SIGHUP reload the daemon calls ``after_reload`` which
+runs step 3 only: a renewal done by a systemd timer or ``elemta cert renew``
+updates the state and mails "renewed" just the same.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from elemta_smtp.acme import notices
+from elemta_smtp.acme.renewal import (
+    CertFacts,
+    cap_sentence,
+    decide_renewal,
+    format_span,
+    retry_delay,
+)
+from elemta_smtp.acme.runner import (
+    Cancellable,
+    Clock,
+    ProcessRunner,
+    RunResult,
+    SpawnReactor,
+    cert_name,
+    certonly_command,
+    renew_command,
+)
+from elemta_smtp.acme.state import Event, State, load_state, save_state, state_path
+from elemta_smtp.config import Config
+from elemta_smtp.notify import ConnectReactor, Mailer
+
+log = Logger(namespace="elemta.acme")
+
+
+class Runner(Protocol):
+    def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]: ...
+
+
+class NoticeMailer(Protocol):
+    @property
+    def recipients(self) -> tuple[str, ...]: ...
+
+    def send(self, notice: notices.Notice, now: datetime) -> Deferred[None]: ...
+
+
+@dataclass
+class _Retry:
+    failures: int = 0
+    not_before: float = 0.0  # clock seconds
+
+    def failed(self, now: float, at_least: float = 0.0) -> float:
+        self.failures += 1
+        delay = max(retry_delay(self.failures), at_least)
+        self.not_before = now + delay
+        return delay
+
+    def reset(self) -> None:
+        self.failures, self.not_before = 0, 0.0
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+class CertManager(Service):
+    """Acquisition, renewal and notices for ``[tls.letsencrypt] domain``.
+
+    ``served`` returns the facts of the certificate served for the domain (None or
+    ``is_bootstrap`` when there is none); ``reload`` makes the TLS side re-read the
+    cache (called after certbot succeeds, in case its SIGHUP is still in flight).
+    """
+
+    name = "certificate-manager"
+
+    def __init__(self, config: Config, served: Callable[[], CertFacts | None], clock: Clock,
+                 runner: Runner, mailer: NoticeMailer, *,
+                 reload: Callable[[], object] | None = None,
+                 python: str | None = None) -> None:
+        self.config = config
+        self._served = served
+        self._clock = clock
+        self._runner = runner
+        self._mailer = mailer
+        self._reload = reload
+        self._python = python
+        self._state_file = state_path(config.tls.letsencrypt.cache_dir)
+        self._state = State()
+        self._next: Cancellable | None = None
+        self._busy: Deferred[None] | None = None
+        self._running: Deferred[RunResult] | None = None
+        self._acquire = _Retry()
+        self._renew = _Retry()
+        self._force_next_acquire = False
+        self._capped_logged: set[str] = set()
+        self._notices_again = False
+
+    # --- time ---
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
+
+    # --- service ---
+
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._state = load_state(self._state_file)
+        self._schedule(0)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = None
+        if self._running is not None:
+            self._running.cancel()
+        busy = self._busy
+        return busy.addErrback(lambda _: None) if busy is not None else succeed(None)
+
+    def _schedule(self, delay: float) -> None:
+        if not self.running:
+            return
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self._next = self._clock.callLater(max(delay, 0.0), self.check)
+
+    # --- entry points ---
+
+    def check(self) -> Deferred[None]:
+        """One full check now (acquire or renew, then notices); fires when done."""
+        if self._busy is not None:
+            return self._busy_chain()
+        done = Deferred.fromCoroutine(self._check())
+        self._busy = done
+
+        def finished(result: object) -> None:
+            self._busy = None
+            if isinstance(result, Failure):
+                log.failure("certificate check failed unexpectedly", failure=result)
+            if self._notices_again:
+                self._notices_again = False
+                self.after_reload()
+
+        return done.addBoth(finished)
+
+    def after_reload(self) -> Deferred[None]:
+        """Run the notice check for whatever is served now (the daemon calls this after
+        SIGHUP). While certbot runs, the check after it covers this."""
+        if self._busy is not None:
+            self._notices_again = True
+            return self._busy_chain()
+        done = Deferred.fromCoroutine(self._notify())
+        self._busy = done
+
+        def finished(result: object) -> None:
+            self._busy = None
+            if isinstance(result, Failure):
+                log.failure("notice check failed unexpectedly", failure=result)
+
+        return done.addBoth(finished)
+
+    def _busy_chain(self) -> Deferred[None]:
+        """A Deferred that fires when the check in progress is done."""
+        waiter: Deferred[None] = Deferred()
+        assert self._busy is not None
+
+        def release(result: object) -> object:
+            waiter.callback(None)
+            return result
+
+        self._busy.addBoth(release)
+        return waiter
+
+    # --- the check ---
+
+    def _current(self) -> CertFacts | None:
+        """The certificate served for the domain if it is real and not expired."""
+        facts = self._served()
+        if facts is None or facts.is_bootstrap:
+            return None
+        if not facts.covers(self.config.tls.letsencrypt.domain) or facts.not_after <= self.now():
+            return None
+        return facts
+
+    async def _check(self) -> None:
+        interval = self.config.tls.renewal.check_interval
+        next_delay = interval
+        try:
+            current = self._current()
+            if current is None:
+                wait = self._acquire.not_before - self._clock.seconds()
+                if wait <= 0:
+                    await self._obtain()
+                    current = self._current()
+                    wait = self._acquire.not_before - self._clock.seconds()
+                if current is None:
+                    next_delay = min(interval, max(wait, 1.0))
+            elif self.config.tls.renewal.auto_renew:
+                await self._maybe_renew(current)
+            await self._notify()
+        finally:
+            self._schedule(next_delay)
+
+    def _run(self, argv: list[str]) -> Deferred[RunResult]:
+        running = self._runner.run(argv, self.config.tls.renewal.renewal_timeout)
+        self._running = running
+
+        def clear(result: object) -> object:
+            self._running = None
+            return result
+
+        return running.addBoth(clear)
+
+    def _refresh(self) -> None:
+        if self._reload is not None:
+            self._reload()
+
+    async def _obtain(self) -> None:
+        le = self.config.tls.letsencrypt
+        attempt = self._acquire.failures + 1
+        log.info("obtaining a certificate for {domain} from {server} (attempt {attempt})",
+                 domain=le.domain, server=le.acme_directory, attempt=attempt)
+        kwargs: dict[str, Any] = {"force": self._force_next_acquire}
+        if self._python:
+            kwargs["python"] = self._python
+        try:
+            argv = certonly_command(self.config, **kwargs)
+        except ValueError as exc:
+            delay = self._acquire.failed(self._clock.seconds())
+            log.error("cannot obtain a certificate for {domain}: {reason}; retrying in {delay}",
+                      domain=le.domain, reason=str(exc), delay=format_span(timedelta(seconds=delay)))
+            return
+        result = await self._run(argv)
+        if result.ok:
+            self._refresh()
+            current = self._current()
+            if current is not None:
+                self._acquire.reset()
+                self._force_next_acquire = False
+                log.info("certificate for {domain} obtained: serial {serial}, valid until "
+                         "{not_after}", domain=le.domain, serial=current.serial,
+                         not_after=current.not_after.isoformat())
+                self._state = notices.add_event(self._state, Event(
+                    id=f"issued:{current.serial}", kind="issued", at=self.now(),
+                    names=current.names, serial=current.serial, not_after=current.not_after))
+                return
+            self._force_next_acquire = True
+            reason = (f"certbot finished but no valid certificate for {le.domain} reached "
+                      f"{le.cache_dir / 'live'} (certbot may have kept an existing certificate; "
+                      "the next attempt forces a new one)")
+        else:
+            reason = result.reason
+        delay = self._acquire.failed(self._clock.seconds())
+        log.error("could not obtain a certificate for {domain}: {reason}; still serving the "
+                  "bootstrap certificate; retrying in {delay} (certbot's log: {logs})",
+                  domain=le.domain, reason=_one_line(reason),
+                  delay=format_span(timedelta(seconds=delay)),
+                  logs=str(le.cache_dir / "certbot" / "logs" / "letsencrypt.log"))
+
+    async def _maybe_renew(self, current: CertFacts) -> None:
+        renewal = self.config.tls.renewal
+        now = self.now()
+        decision = decide_renewal(current, now, renewal.renewal_days)
+        if decision.capped and current.serial not in self._capped_logged:
+            self._capped_logged.add(current.serial)
+            sentence = cap_sentence(renewal.renewal_days, current.lifetime)
+            log.info("{sentence}", sentence=sentence)
+        if not decision.due or self._clock.seconds() < self._renew.not_before:
+            return
+        domain = self.config.tls.letsencrypt.domain
+        log.info("renewing the certificate for {domain} (serial {serial}): {left} left, renewal "
+                 "window {window}", domain=domain, serial=current.serial,
+                 left=format_span(decision.remaining), window=format_span(decision.window))
+        kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
+        result = await self._run(renew_command(self.config, **kwargs))
+        if result.ok:
+            self._refresh()
+            after = self._current()
+            if after is not None and after.serial != current.serial:
+                self._renew.reset()
+                log.info("certificate for {domain} renewed: serial {old} -> {new}, valid until "
+                         "{not_after}", domain=domain, old=current.serial, new=after.serial,
+                         not_after=after.not_after.isoformat())
+                return
+            reason = (f"certbot renew --cert-name {cert_name(self.config)} succeeded but the "
+                      "served certificate did not change (certbot may consider it not yet "
+                      "due, or the elemta installer did not write the cache)")
+        else:
+            reason = result.reason
+        delay = self._renew.failed(self._clock.seconds(), at_least=renewal.check_interval)
+        log.error("renewal of the certificate for {domain} failed: {reason}; still serving serial "
+                  "{serial} (expires {not_after}); next attempt in {delay}", domain=domain,
+                  reason=_one_line(reason), serial=current.serial,
+                  not_after=current.not_after.isoformat(),
+                  delay=format_span(timedelta(seconds=delay)))
+        self._state = notices.add_event(self._state, Event(
+            id=f"renewal-failed:{current.serial}:{int(self._clock.seconds())}",
+            kind="renewal-failed", at=now, names=current.names, serial=current.serial,
+            not_after=current.not_after, reason=reason))
+
+    # --- notices ---
+
+    def _save(self) -> bool:
+        try:
+            save_state(self._state_file, self._state)
+        except OSError as exc:
+            log.error("cannot write {path}: {error}; notices may be mailed again after a "
+                      "restart", path=str(self._state_file), error=str(exc))
+            return False
+        return True
+
+    async def _notify(self) -> None:
+        facts = self._served()
+        now = self.now()
+        planned = notices.plan(facts, now, self._state, self.config.tls.renewal.renewal_days)
+        for event in planned.dropped:
+            log.error("too many unsent notices: dropping {id} ({kind}) without mailing it",
+                      id=event.id, kind=event.kind)
+        changed = planned.state != self._state
+        self._state = planned.state
+        if changed:
+            self._save()
+        recipients = self._mailer.recipients
+        for notice in planned.notices:
+            urgent = notice.kind in ("expiry", "expired", "renewal-failed")
+            (log.warn if urgent else log.info)(
+                "notice: {subject}", subject=notice.subject, kind=notice.kind, key=notice.key)
+            if not recipients:
+                log.warn("notice not mailed: no [notify] recipients and no [tls.letsencrypt] "
+                         "email are set; this log line is the only notice")
+            else:
+                try:
+                    await self._mailer.send(notice, now)
+                except Exception as exc:  # every failure is retried
+                    log.error("could not mail notice \"{subject}\": {reason}; retrying at the "
+                              "next check", subject=notice.subject,
+                              reason=getattr(exc, "reason", None) or str(exc))
+                    continue
+                log.info("mailed notice \"{subject}\" to {to}", subject=notice.subject,
+                         to=", ".join(recipients))
+            self._state = notices.mark_sent(self._state, notice)
+            self._save()
+
+
+# --- wiring for the daemon ---
+
+
+_CERT_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def _not_before(source: Path | None, fallback: datetime) -> datetime:
+    """The leaf's not_before, read from the served file (first certificate in it)."""
+    if source is None:
+        return fallback
+    try:
+        match = _CERT_PEM.search(source.read_bytes())
+        if match is None:
+            return fallback
+        return x509.load_pem_x509_certificate(match.group(0)).not_valid_before_utc
+    except (OSError, ValueError):
+        return fallback
+
+
+def facts_from_served(served: Iterable[Any], domain: str, cache_dir: Path) -> CertFacts | None:
+    """Pick the certificate served for ``domain`` out of ``ServerTLS.served()``: one
+    from the cache's live/ folder that names the domain, the latest expiring;
+    else the bootstrap certificate (as ``is_bootstrap``); else None."""
+    live = (cache_dir / "live").resolve()
+    best: CertFacts | None = None
+    bootstrap: CertFacts | None = None
+    for item in served:
+        serial = item.serial if isinstance(item.serial, str) else format(item.serial, "x")
+        not_after: datetime = item.not_after
+        source: Path | None = getattr(item, "source", None)
+        not_before = getattr(item, "not_before", None) or _not_before(
+            source, not_after - timedelta(days=90))
+        facts = CertFacts(serial=serial, not_before=not_before, not_after=not_after,
+                          names=tuple(item.names), is_bootstrap=bool(item.is_bootstrap))
+        if facts.is_bootstrap:
+            bootstrap = facts
+            continue
+        in_live = source is not None and source.resolve().parent == live
+        if in_live and facts.covers(domain) and (best is None or facts.not_after > best.not_after):
+            best = facts
+    return best or bootstrap
+
+
+class ServedSource(Protocol):
+    """What the manager needs of ``ServerTLS``."""
+
+    def served(self) -> Iterable[Any]: ...
+    def reload(self) -> object: ...
+
+
+class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
+    """The reactor interfaces the manager, runner and mailer use together."""
+
+
+def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> CertManager:
+    """The manager as the daemon runs it: certbot through the reactor, notices by SMTP."""
+    le = config.tls.letsencrypt
+
+    def served() -> CertFacts | None:
+        return facts_from_served(tls.served(), le.domain, le.cache_dir)
+
+    return CertManager(config, served, reactor, ProcessRunner(reactor), Mailer(config, reactor),
+                       reload=tls.reload)
