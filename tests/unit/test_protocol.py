@@ -1,0 +1,390 @@
+"""The Twisted adapter and connection manager, on StringTransport and task.Clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.logger import LogEvent, globalLogPublisher
+from zope.interface import directlyProvides
+
+from elemta_smtp.smtp import replies
+from elemta_smtp.smtp.protocol import SMTPConnection, SMTPServer, set_tcp_nodelay
+from elemta_smtp.smtp.session import SessionSettings
+from elemta_smtp.smtp.sink import DeliveryFailed
+
+PEER = IPv4Address("TCP", "192.0.2.7", 40000)
+SETTINGS = SessionSettings(hostname="mx.example.com", max_message_size=5000, idle_timeout=60.0,
+                           local_domains=frozenset({"example.com"}), max_connections=2)
+ENVELOPE = b"EHLO c.example\r\nMAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+BODY = b"Subject: hi\r\n\r\nHello\r\n"
+
+
+class FakeWriter:
+    def __init__(self, sink: FakeSink, recipients: Sequence[str]) -> None:
+        self.sink = sink
+        self.recipients = tuple(recipients)
+        self.chunks: list[bytes] = []
+        self.committed: Deferred[None] | None = None
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        if self.sink.write_error is not None:
+            raise self.sink.write_error
+        self.chunks.append(data)
+
+    def commit(self) -> Deferred[None]:
+        self.committed = Deferred()
+        if self.sink.auto_commit:
+            self.committed.callback(None)
+        return self.committed
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class FakeSink:
+    """An in-memory MessageSink; commits at once unless ``auto_commit`` is False."""
+
+    def __init__(self, auto_commit: bool = True) -> None:
+        self.auto_commit = auto_commit
+        self.writers: list[FakeWriter] = []
+        self.begin_error: Exception | None = None
+        self.write_error: Exception | None = None
+
+    def begin(self, recipients: Sequence[str]) -> FakeWriter:
+        if self.begin_error is not None:
+            raise self.begin_error
+        writer = FakeWriter(self, recipients)
+        self.writers.append(writer)
+        return writer
+
+
+class Harness:
+    def __init__(self, settings: SessionSettings = SETTINGS, auto_commit: bool = True) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.sink = FakeSink(auto_commit)
+        self.server = SMTPServer(settings, self.sink, None, self.clock)
+
+    def connect(self) -> tuple[SMTPConnection, Any]:
+        factory: Any = self.server.plain_factory()
+        protocol = factory.buildProtocol(PEER)
+        assert isinstance(protocol, SMTPConnection)
+        transport = fake_transport(StringTransportWithDisconnection)
+        transport.protocol = protocol
+        wired: Any = protocol
+        wired.makeConnection(transport)
+        return protocol, transport
+
+
+def fake_transport(kind: type[StringTransport] = StringTransport) -> Any:
+    """An in-memory transport (Twisted's test transports are not annotated)."""
+    return kind(peerAddress=PEER)
+
+
+def take(transport: Any) -> bytes:
+    value = transport.value()
+    transport.clear()
+    return bytes(value)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness()
+
+
+def test_greeting_on_connect(harness: Harness) -> None:
+    """A new connection is greeted with 220 at once and counted."""
+    _, transport = harness.connect()
+    assert take(transport) == replies.greeting("mx.example.com")
+    assert harness.server.active_connections == 1
+
+
+def test_message_streamed_to_sink_and_acknowledged(harness: Harness) -> None:
+    """The Received header then the body go to the writer; 250 queued follows the commit."""
+    protocol, transport = harness.connect()
+    take(transport)
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    [writer] = harness.sink.writers
+    assert writer.recipients == ("bob@example.com",)
+    assert writer.chunks[0].startswith(b"Received: from c.example ([192.0.2.7])\r\n")
+    assert b"".join(writer.chunks[1:]) == BODY
+    out = take(transport)
+    after_354 = out.split(replies.START_MAIL_INPUT)[1]
+    assert after_354.startswith(b"250 2.0.0 OK: queued as ")
+    assert out.count(b"queued as") == 1
+
+
+def test_no_stock_twisted_starttls_offer_without_tls(harness: Harness) -> None:
+    """Without a TLS creator STARTTLS is neither offered nor accepted, whatever the settings say."""
+    server = SMTPServer(SessionSettings(hostname="mx.example.com", starttls_available=True),
+                        FakeSink(), None, Clock())
+    assert server.settings.starttls_available is False
+
+
+def test_reading_paused_while_delivering() -> None:
+    """While the sink commits, reading stops and pipelined commands wait; both resume after."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\nNOOP\r\n")
+    assert transport.producerState == "paused"
+    out = take(transport)
+    assert b"queued" not in out and not out.endswith(replies.OK)
+    writer = harness.sink.writers[0]
+    assert writer.committed is not None
+    writer.committed.callback(None)
+    assert take(transport).endswith(b"\r\n" + replies.OK)
+    assert transport.producerState == "producing"
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (DeliveryFailed("disk full", transient=True), replies.LOCAL_ERROR),
+    (DeliveryFailed("bad mailbox", transient=False), replies.DELIVERY_FAILED),
+    (RuntimeError("bug in sink"), replies.LOCAL_ERROR),
+], ids=["transient", "permanent", "unexpected-exception"])
+def test_commit_failure(error: Exception, expected: bytes) -> None:
+    """A failed commit is 451 when transient or unexpected, 554 when permanent, never 250."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    take(transport)
+    committed = harness.sink.writers[0].committed
+    assert committed is not None
+    committed.errback(error)
+    assert take(transport) == expected
+
+
+def test_sink_begin_failure_answers_451_at_end(harness: Harness) -> None:
+    """If the sink cannot start a message, the client gets 451 after its DATA, not 250."""
+    harness.sink.begin_error = DeliveryFailed("maildir missing")
+    protocol, transport = harness.connect()
+    take(transport)
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\nNOOP\r\n")
+    assert take(transport).endswith(replies.START_MAIL_INPUT + replies.LOCAL_ERROR + replies.OK)
+
+
+def test_sink_write_failure_aborts_writer(harness: Harness) -> None:
+    """A write error aborts the writer and is answered 451 at the end of DATA."""
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE)
+    harness.sink.write_error = DeliveryFailed("disk full")
+    protocol.dataReceived(BODY + b".\r\n")
+    assert harness.sink.writers[0].aborted
+    assert harness.sink.writers[0].committed is None
+    assert take(transport).endswith(replies.LOCAL_ERROR)
+
+
+def test_oversized_message_aborted(harness: Harness) -> None:
+    """Past max_message_size the writer is aborted, gets nothing more, and the client gets 552."""
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE)
+    line = b"x" * 98 + b"\r\n"
+    for _ in range(100):
+        protocol.dataReceived(line)
+    protocol.dataReceived(b".\r\n")
+    writer = harness.sink.writers[0]
+    assert writer.aborted and writer.committed is None
+    assert sum(map(len, writer.chunks[1:])) <= SETTINGS.max_message_size
+    assert take(transport).endswith(replies.SIZE_EXCEEDED)
+
+
+def test_connection_lost_in_data_aborts_writer(harness: Harness) -> None:
+    """A client that disconnects inside DATA leaves nothing behind."""
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + b"partial\r\n")
+    transport.loseConnection()
+    assert harness.sink.writers[0].aborted
+    assert harness.server.active_connections == 0
+
+
+def test_idle_timeout(harness: Harness) -> None:
+    """A silent client gets 421 4.4.2 after idle_timeout and is disconnected."""
+    _protocol, transport = harness.connect()
+    take(transport)
+    harness.clock.advance(59)
+    assert transport.connected
+    harness.clock.advance(1)
+    assert take(transport) == replies.idle_timeout("mx.example.com")
+    assert not transport.connected
+    assert harness.server.active_connections == 0
+
+
+def test_idle_timer_reset_by_input(harness: Harness) -> None:
+    """Every received byte restarts the idle timer."""
+    protocol, transport = harness.connect()
+    for _ in range(5):
+        harness.clock.advance(50)
+        protocol.dataReceived(b"N")
+    harness.clock.advance(50)
+    assert transport.connected
+    harness.clock.advance(10)
+    assert not transport.connected
+
+
+def test_no_idle_timeout_while_delivering() -> None:
+    """Waiting for our own disk is not the client's idleness."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    harness.clock.advance(500)
+    assert transport.connected
+    committed = harness.sink.writers[0].committed
+    assert committed is not None
+    committed.callback(None)
+    assert b"queued" in take(transport)
+
+
+def test_client_that_never_reads_is_aborted(harness: Harness) -> None:
+    """After a close, a connection still open one idle period later is aborted."""
+    _protocol, _ = harness.connect()
+    transport = fake_transport()  # never reports connectionLost by itself
+    protocol2: Any = harness.server.plain_factory().buildProtocol(PEER)
+    protocol2.makeConnection(transport)
+    protocol2.dataReceived(b"QUIT\r\n")
+    assert transport.disconnecting and not transport.disconnected
+    harness.clock.advance(60)
+    assert transport.disconnected
+
+
+def test_connection_cap(harness: Harness) -> None:
+    """Beyond max_connections a client gets 421 4.7.0 and is closed; a freed slot is reused."""
+    _first, t1 = harness.connect()
+    harness.connect()
+    _, t3 = harness.connect()
+    assert take(t3) == replies.TOO_MANY_CONNECTIONS
+    assert not t3.connected
+    assert harness.server.active_connections == 2
+    t1.loseConnection()
+    _, t4 = harness.connect()
+    assert take(t4) == replies.greeting("mx.example.com")
+
+
+def test_shutdown_without_connections() -> None:
+    """Shutdown with nothing open is done at once, and later clients get 421 4.3.2."""
+    harness = Harness()
+    fired: list[object] = []
+    harness.server.shutdown(30).addCallback(fired.append)
+    assert fired == [None]
+    _, transport = harness.connect()
+    assert take(transport) == replies.SHUTTING_DOWN
+
+
+def test_shutdown_drains_message_in_progress() -> None:
+    """Idle sessions get 421 at once; one inside DATA finishes, gets its 250, then 421."""
+    harness = Harness(auto_commit=False)
+    _idle_protocol, idle = harness.connect()
+    busy_protocol, busy = harness.connect()
+    busy_protocol.dataReceived(ENVELOPE + b"line one\r\n")
+    take(idle), take(busy)
+    fired: list[object] = []
+    harness.server.shutdown(30).addCallback(fired.append)
+    assert take(idle) == replies.SHUTTING_DOWN and not idle.connected
+    assert busy.connected and fired == []
+    busy_protocol.dataReceived(b"line two\r\n.\r\nMAIL FROM:<>\r\n")
+    committed = harness.sink.writers[0].committed
+    assert committed is not None
+    committed.callback(None)
+    out = take(busy)
+    assert out.startswith(b"250 2.0.0 OK: queued as ") and out.endswith(replies.SHUTTING_DOWN)
+    assert replies.SENDER_OK not in out
+    assert fired == [None]
+
+
+def test_shutdown_timeout_drops_the_rest() -> None:
+    """After the shutdown timeout unfinished connections are dropped without acknowledgement."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + b"slow...\r\n")
+    take(transport)
+    fired: list[object] = []
+    harness.server.shutdown(30).addCallback(fired.append)
+    harness.clock.advance(29)
+    assert fired == [] and transport.connected
+    harness.clock.advance(1)
+    assert fired == [None]
+    assert take(transport) == b""
+    assert harness.sink.writers[0].aborted
+
+
+def test_write_backpressure_pauses_reading() -> None:
+    """When our write buffer is full reading stops; delivery and backpressure pauses combine."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.pauseProducing()
+    assert transport.producerState == "paused"
+    protocol.resumeProducing()
+    assert transport.producerState == "producing"
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    protocol.pauseProducing()
+    protocol.resumeProducing()
+    assert transport.producerState == "paused"  # still waiting for the delivery
+
+
+class TCPLike:
+    nodelay = False
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+
+def tcp_like() -> TCPLike:
+    tcp = TCPLike()
+    directlyProvides(tcp, ITCPTransport)
+    return tcp
+
+
+class Wrapper:
+    def __init__(self, transport: object) -> None:
+        self.transport = transport
+
+
+def test_tcp_nodelay_through_wrappers() -> None:
+    """TCP_NODELAY is set on the TCP transport found under TLS wrappers."""
+    tcp = tcp_like()
+    assert set_tcp_nodelay(Wrapper(Wrapper(tcp)))
+    assert tcp.nodelay
+    assert not set_tcp_nodelay(fake_transport())
+
+
+def test_tcp_nodelay_set_on_connect(harness: Harness) -> None:
+    """Each new connection turns Nagle's algorithm off."""
+    protocol: Any = harness.server.plain_factory().buildProtocol(PEER)
+    tcp = fake_transport()
+    nodelay = tcp_like()
+    tcp.setTcpNoDelay = nodelay.setTcpNoDelay
+    directlyProvides(tcp, ITCPTransport)
+    protocol.makeConnection(tcp)
+    assert nodelay.nodelay
+
+
+@pytest.fixture
+def events() -> Iterator[list[LogEvent]]:
+    captured: list[LogEvent] = []
+    observer: Any = captured.append
+    globalLogPublisher.addObserver(observer)
+    yield captured
+    globalLogPublisher.removeObserver(observer)
+
+
+def test_logs_message_and_connection(harness: Harness, events: list[LogEvent]) -> None:
+    """One log line per message (sender, recipients, size, result) and one per connection."""
+    protocol, _transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\nQUIT\r\n")
+    [message] = [e for e in events if "queue_id" in e]
+    assert (message["sender"], message["rcpts"], message["size"], message["result"]) == (
+        "alice@example.net", 1, len(BODY), "queued")
+    [closed] = [e for e in events if "close_reason" in e]
+    assert (closed["peer"], closed["close_reason"], closed["messages"]) == ("192.0.2.7", "quit", 1)
+
+
+def test_implicit_tls_needs_a_creator(harness: Harness) -> None:
+    """Asking for an implicit-TLS listener without TLS is a clear error."""
+    with pytest.raises(ValueError, match="TLS connection creator"):
+        harness.server.implicit_tls_factory()
