@@ -33,6 +33,7 @@ MODES = ("starttls", "implicit", "persistent", "plain")
 MESSAGE_SIZE = 4096
 SOCKET_TIMEOUT = 10.0
 MAX_ERRORS_KEPT = 5
+MAX_FAILURES_IN_A_ROW = 3  # then the client gives up on this job: the server is not answering
 
 
 class SMTPReplyError(Exception):
@@ -159,8 +160,12 @@ def run_job(job: Job, clock: Callable[[], float] = time.monotonic) -> ClientResu
     per_connection = job.per_connection if job.mode == "persistent" else 1
     result = ClientResult(start=clock())
     deadline = result.start + job.time_limit
-    done = 0
+    done = failures_in_a_row = 0
     while done < job.messages and clock() < deadline:
+        if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            result.failed += job.messages - done
+            result.errors.append(f"{job.mode}: gave up after {failures_in_a_row} failed connections in a row")
+            break
         batch = min(per_connection, job.messages - done)
         conv: Conversation | None = None
         sent = 0
@@ -175,7 +180,9 @@ def run_job(job: Job, clock: Callable[[], float] = time.monotonic) -> ClientResu
                 sent += 1
                 result.accepted += 1
             conv.expect(221, b"QUIT\r\n")
+            failures_in_a_row = 0
         except (OSError, SMTPReplyError, ValueError) as exc:
+            failures_in_a_row += 1
             result.failed += batch - sent
             if len(result.errors) < MAX_ERRORS_KEPT:
                 result.errors.append(f"{job.mode}: {type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from types import FrameType
+from typing import cast
 
 from twisted.internet import defer, endpoints, protocol, ssl, threads
 from twisted.internet.interfaces import IAddress
@@ -19,7 +20,7 @@ from twisted.internet.posixbase import PosixReactorBase
 from twisted.mail import smtp
 from twisted.mail.interfaces import IMessageDelivery, IMessageSMTP
 from twisted.python.failure import Failure
-from zope.interface import implementer  # type: ignore[import-untyped]
+from zope.interface import implementer
 
 from benchmarks.certs import HOSTNAME
 from benchmarks.durable import DurableMaildir
@@ -42,7 +43,7 @@ class DurableMessage:
         self.lines.append(b"")
         data = b"\n".join(self.lines)
         self.lines = []
-        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),  # type: ignore[arg-type]
+        return threads.deferToThreadPool(self.reactor, self.reactor.getThreadPool(),
                                          self.maildir.deliver, data)
 
     def connectionLost(self) -> None:
@@ -125,7 +126,7 @@ def serve(args: PeerArgs, reactor: PosixReactorBase) -> None:
 def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor as global_reactor
 
-    reactor: PosixReactorBase = global_reactor
+    reactor = cast(PosixReactorBase, global_reactor)
     serve(parse_peer_args(argv, __doc__ or ""), reactor)
     reactor.run()
 
