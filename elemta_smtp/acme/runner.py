@@ -1,6 +1,7 @@
 """Run certbot as a child process under a timeout.
 
-The daemon never imports certbot: it runs ``python -m certbot ...`` through
+The daemon never imports certbot: it runs certbot's entry point in a child
+Python (the interpreter running elemta, so the elemta plugin is found) through
 ``reactor.spawnProcess`` in a process group of its own, so a timeout can end
 certbot *and* anything it started (SIGTERM to the group, SIGKILL after a grace
 period). The last lines certbot wrote to stderr become the reason an admin
@@ -227,8 +228,12 @@ def cert_name(config: Config) -> str:
     return config.tls.letsencrypt.domain
 
 
+#: ``python -m certbot`` does not work (certbot has no __main__): call its entry point.
+CERTBOT_MAIN = "import sys; from certbot.main import main; sys.exit(main())"
+
+
 def _base(config: Config, python: str) -> list[str]:
-    return [python, "-m", "certbot", *certbot_dirs(config.tls.letsencrypt.cache_dir),
+    return [python, "-c", CERTBOT_MAIN, *certbot_dirs(config.tls.letsencrypt.cache_dir),
             "--non-interactive"]
 
 

@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.trial import unittest
 
 from elemta_smtp.acme.runner import (
+    CERTBOT_MAIN,
     ProcessRunner,
     RunResult,
     SpawnReactor,
@@ -134,7 +135,7 @@ def test_certonly_command(tmp_path: Path) -> None:
     """certonly uses the elemta plugin both ways, the config path, dirs in the cache, the ACME server."""
     config = _config(tmp_path, 'directory_url = "https://127.0.0.1:14000/dir"\nkey_type = "rsa"\n')
     argv = certonly_command(config, python="py")
-    assert argv[:3] == ["py", "-m", "certbot"]
+    assert argv[:3] == ["py", "-c", CERTBOT_MAIN]
     text = " ".join(argv)
     for part in ("certonly -a elemta -i elemta", f"--elemta-config {tmp_path / 'elemta.toml'}",
                  "-d mail.example.com", "--cert-name mail.example.com",
