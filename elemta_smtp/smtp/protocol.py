@@ -59,7 +59,10 @@ def set_tcp_nodelay(transport: object) -> bool:
                 cast(Any, transport).setTcpNoDelay(True)
             except OSError:
                 return False
-            return True
+            except AttributeError:  # a wrapper claiming what it wraps provides
+                pass
+            else:
+                return True
         transport = getattr(transport, "transport", None)
     return False
 
@@ -353,7 +356,7 @@ class SMTPServer:
         if self.tls is None:
             raise ValueError("implicit TLS needs a TLS connection creator")
         wrapped = cast(IProtocolFactory, _SMTPFactory(self, implicit_tls=True))
-        factory = TLSMemoryBIOFactory(self.tls, False, wrapped)
+        factory = TLSMemoryBIOFactory(self.tls, False, wrapped, clock=self.clock)
         factory.noisy = False
         return cast(IProtocolFactory, factory)
 

@@ -1,0 +1,276 @@
+"""STARTTLS hygiene (RFC 3207, the CVE-2011-0411 class) and implicit TLS, on the
+session and through the real adapter with a real in-memory TLS handshake."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from elemta_smtp.smtp import replies
+from elemta_smtp.smtp.actions import Reply, StartTLS
+from elemta_smtp.smtp.protocol import SMTPConnection, SMTPServer
+from elemta_smtp.smtp.session import Session, SessionSettings
+from elemta_smtp.smtp.states import State
+from tests.unit.test_protocol import FakeSink
+
+PEER = IPv4Address("TCP", "192.0.2.9", 40001)
+SETTINGS = SessionSettings(hostname="mx.example.com", local_domains=frozenset({"example.com"}),
+                           starttls_available=True)
+INJECTION = b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+
+
+def greeted(tls: bool = False) -> Session:
+    session = Session(SETTINGS, "192.0.2.9", tls_active=tls)
+    session.start()
+    session.receive(b"EHLO c.example\r\n")
+    return session
+
+
+# --- the session alone ---------------------------------------------------------------
+
+
+def test_starttls_reply_and_action() -> None:
+    """STARTTLS is answered 220 2.0.0 and asks the adapter to start TLS."""
+    assert greeted().receive(b"STARTTLS\r\n") == [Reply(replies.READY_FOR_TLS), StartTLS()]
+    assert replies.READY_FOR_TLS == b"220 2.0.0 Ready to start TLS\r\n"
+
+
+def test_injected_commands_are_discarded() -> None:
+    """Commands sent after STARTTLS in the same packet, or before the handshake, are never run."""
+    session = greeted()
+    assert session.receive(b"STARTTLS\r\n" + INJECTION) == [Reply(replies.READY_FOR_TLS), StartTLS()]
+    assert session.receive(b"NOOP\r\n" + INJECTION) == []
+    session.tls_started("TLSv1.3", "TLS_AES_128_GCM_SHA256")
+    assert session.receive(b"RCPT TO:<bob@example.com>\r\n") == [Reply(replies.NEED_MAIL)]
+
+
+def test_state_forgotten_after_tls() -> None:
+    """After the handshake the client must EHLO again: MAIL first is 503."""
+    session = greeted()
+    session.receive(b"STARTTLS\r\n")
+    session.tls_started()
+    assert session.state is State.INIT
+    assert session.receive(b"MAIL FROM:<a@example.net>\r\n") == [Reply(replies.NEED_HELO)]
+    [ehlo] = session.receive(b"EHLO c.example\r\n")
+    assert isinstance(ehlo, Reply) and b"STARTTLS" not in ehlo.data
+
+
+@pytest.mark.parametrize(("setup", "command", "expected"), [
+    (b"", b"STARTTLS", replies.NEED_EHLO),
+    (b"EHLO c\r\n", b"STARTTLS now", replies.SYNTAX_NO_PARAMETERS),
+    (b"EHLO c\r\nMAIL FROM:<>\r\n", b"STARTTLS", replies.TLS_IN_TRANSACTION),
+], ids=["before-ehlo", "with-argument", "in-transaction"])
+def test_starttls_refused(setup: bytes, command: bytes, expected: bytes) -> None:
+    """STARTTLS needs EHLO first, no arguments and no mail transaction in progress."""
+    session = Session(SETTINGS, "192.0.2.9")
+    session.receive(setup)
+    assert session.receive(command + b"\r\n") == [Reply(expected)]
+
+
+def test_starttls_when_already_tls() -> None:
+    """STARTTLS inside TLS is 503 5.5.1."""
+    assert greeted(tls=True).receive(b"STARTTLS\r\n") == [Reply(replies.TLS_ALREADY_ACTIVE)]
+
+
+def test_starttls_when_not_available() -> None:
+    """Without a certificate STARTTLS is 502 (it was not advertised)."""
+    session = Session(SessionSettings(hostname="mx.example.com"), "192.0.2.9")
+    session.receive(b"EHLO c\r\n")
+    assert session.receive(b"STARTTLS\r\n") == [Reply(replies.TLS_NOT_AVAILABLE)]
+
+
+# --- a real TLS handshake through the adapter --------------------------------------------
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """An IOpenSSLServerConnectionCreator with a fresh self-signed ECDSA certificate."""
+
+    def __init__(self) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.example.com")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("mx.example.com")]), critical=False)
+                .sign(key, hashes.SHA256()))
+        self.context = SSL.Context(SSL.TLS_METHOD)
+        self.context.use_certificate(cert)
+        self.context.use_privatekey(key)
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
+
+
+class Client:
+    """A TLS client on memory BIOs (pyOpenSSL), not verifying the test certificate."""
+
+    def __init__(self) -> None:
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+        self.tls = SSL.Connection(context, None)
+        self.tls.set_connect_state()
+        self.received = b""
+
+    def handshake(self) -> None:
+        with contextlib.suppress(SSL.WantReadError):
+            self.tls.do_handshake()
+
+    def outgoing(self) -> bytes:
+        try:
+            return self.tls.bio_read(1 << 20)
+        except SSL.WantReadError:
+            return b""
+
+    def incoming(self, data: bytes) -> None:
+        if data:
+            self.tls.bio_write(data)
+        self.handshake()
+        while True:
+            try:
+                self.received += self.tls.recv(1 << 20)
+            except (SSL.WantReadError, SSL.ZeroReturnError):
+                return
+
+    def send(self, data: bytes) -> None:
+        self.tls.send(data)
+
+
+class MemoryTransport(StringTransport):
+    """A server transport whose startTLS puts a real TLSMemoryBIOProtocol in
+    front of the protocol, the way twisted.internet._newtls does for TCP."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(peerAddress=PEER)  # type: ignore[no-untyped-call]
+        self.clock = clock
+        self.protocol: Any = None
+        self.tls_layer: Any = None
+        self.wire: Any = StringTransport()  # type: ignore[no-untyped-call]
+
+    def startTLS(self, creator: object, normal: bool = True) -> None:
+        producer, streaming = self.producer, self.streaming
+        if producer is not None:
+            self.unregisterProducer()  # type: ignore[no-untyped-call]
+        factory = TLSMemoryBIOFactory(creator, False, None, clock=self.clock)  # type: ignore[arg-type]
+        self.tls_layer = factory.protocol(factory, self.protocol, False)
+        self.getHandle = self.tls_layer.getHandle
+        self.tls_layer.makeConnection(self.wire)
+        if producer is not None:
+            self.registerProducer(producer, streaming)  # type: ignore[no-untyped-call]
+
+    def write(self, data: bytes) -> None:
+        if self.tls_layer is not None:
+            self.tls_layer.write(data)
+        else:
+            super().write(data)  # type: ignore[no-untyped-call]
+
+    def deliver(self, data: bytes) -> None:
+        """Bytes from the client."""
+        if self.tls_layer is not None:
+            self.tls_layer.dataReceived(data)
+        else:
+            self.protocol.dataReceived(data)
+
+    def plaintext(self) -> bytes:
+        value: bytes = self.value()  # type: ignore[no-untyped-call]
+        self.clear()  # type: ignore[no-untyped-call]
+        return value
+
+    def ciphertext(self) -> bytes:
+        self.clock.advance(0)  # TLSMemoryBIOProtocol sends small writes on the next reactor turn
+        value: bytes = self.wire.value()
+        self.wire.clear()
+        return value
+
+
+def pump(client: Client, send: Any, receive: Any) -> None:
+    """Move bytes both ways until nothing moves."""
+    for _ in range(20):
+        outgoing = client.outgoing()
+        if outgoing:
+            send(outgoing)
+        incoming = receive()
+        client.incoming(incoming)
+        if not outgoing and not incoming:
+            return
+
+
+def plain_connection(sink: FakeSink) -> tuple[SMTPConnection, MemoryTransport]:
+    clock = Clock()
+    server = SMTPServer(SETTINGS, sink, ServerTLS(), clock)
+    connection: Any = server.plain_factory().buildProtocol(PEER)
+    transport = MemoryTransport(clock)
+    transport.protocol = connection
+    connection.makeConnection(transport)
+    return connection, transport
+
+
+def test_real_starttls_discards_injection_and_resets_state() -> None:
+    """Through the adapter and a real handshake: injected plaintext is never run, and EHLO is needed again."""
+    sink = FakeSink()
+    _, transport = plain_connection(sink)
+    transport.deliver(b"EHLO c.example\r\n")
+    assert b"250 STARTTLS\r\n" in transport.plaintext()
+    transport.deliver(b"STARTTLS\r\n" + INJECTION + b"Subject: forged\r\n\r\n.\r\n")
+    assert transport.plaintext() == replies.READY_FOR_TLS
+    client = Client()
+    client.handshake()
+    pump(client, transport.deliver, transport.ciphertext)
+    assert client.tls.get_protocol_version_name() in ("TLSv1.2", "TLSv1.3")
+    client.send(b"MAIL FROM:<a@example.net>\r\n")
+    pump(client, transport.deliver, transport.ciphertext)
+    assert client.received == replies.NEED_HELO
+    assert sink.writers == []
+    client.send(b"EHLO c.example\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.com>\r\n"
+                b"DATA\r\nSubject: real\r\n\r\n.\r\n")
+    pump(client, transport.deliver, transport.ciphertext)
+    assert b"STARTTLS" not in client.received
+    assert b"250 2.0.0 OK: queued as " in client.received
+    [writer] = sink.writers
+    assert b" with ESMTPS id " in writer.chunks[0]
+    assert b"(using TLSv1." in writer.chunks[0]
+
+
+def test_real_implicit_tls() -> None:
+    """On the implicit-TLS port the greeting comes over TLS and STARTTLS is neither offered nor allowed."""
+    sink = FakeSink()
+    clock = Clock()
+    server = SMTPServer(SETTINGS, sink, ServerTLS(), clock)
+    factory: Any = server.implicit_tls_factory()
+    tls_protocol = factory.buildProtocol(PEER)
+    wire: Any = StringTransport(peerAddress=PEER)  # type: ignore[no-untyped-call]
+    tls_protocol.makeConnection(wire)
+    assert wire.value() == b""  # nothing in plaintext before the handshake
+
+    def ciphertext() -> bytes:
+        clock.advance(0)
+        value: bytes = wire.value()
+        wire.clear()
+        return value
+
+    client = Client()
+    client.handshake()
+    pump(client, tls_protocol.dataReceived, ciphertext)
+    assert client.received == replies.greeting("mx.example.com")
+    client.received = b""
+    client.send(b"EHLO c.example\r\nSTARTTLS\r\n")
+    pump(client, tls_protocol.dataReceived, ciphertext)
+    assert b"STARTTLS" not in client.received.split(b"\r\n250 ENHANCEDSTATUSCODES\r\n")[0]
+    assert client.received.endswith(b"250 ENHANCEDSTATUSCODES\r\n" + replies.TLS_ALREADY_ACTIVE)
+    assert server.active_connections == 1
