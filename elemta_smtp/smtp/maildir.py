@@ -194,16 +194,18 @@ class _Delivery:
             self._fail(e)
 
     def _ensure_dir(self, path: Path) -> None:
-        """mkdir 0700 (with missing parents); fsync the parent of each new folder."""
+        """mkdir 0700 (with missing parents); fsync the parent of each new folder.
+        Another message may create the same folder at the same time: that is fine."""
         try:
-            self.fs.mkdir(str(path), DIR_MODE)
+            try:
+                self.fs.mkdir(str(path), DIR_MODE)
+            except FileNotFoundError:
+                if path.parent == path:
+                    raise
+                self._ensure_dir(path.parent)
+                self.fs.mkdir(str(path), DIR_MODE)
         except FileExistsError:
             return
-        except FileNotFoundError as e:
-            if path.parent == path:
-                raise StoreError("create folder", str(path), e) from e
-            self._ensure_dir(path.parent)
-            self._do("create folder", str(path), lambda: self.fs.mkdir(str(path), DIR_MODE))
         except OSError as e:
             raise StoreError("create folder", str(path), e) from e
         self._fsync_dir(path.parent)

@@ -457,3 +457,28 @@ def test_abort_before_any_flush_touches_no_file(tmp_path: Path) -> None:
     writer.abort()
     assert pool.jobs == []
     assert fs.calls == []
+
+
+class RacingFs(FaultyFs):
+    """Another message creates ``contested`` just before this one retries its mkdir."""
+
+    def __init__(self, contested: str) -> None:
+        super().__init__()
+        self.contested = contested
+        self.seen = 0
+
+    def mkdir(self, path: str, mode: int = 0o777) -> None:
+        if path.endswith(self.contested):
+            self.seen += 1
+            if self.seen == 2:
+                os.mkdir(path, mode)
+        super().mkdir(path, mode)
+
+
+def test_concurrent_creation_of_a_new_mailbox_is_fine(tmp_path: Path) -> None:
+    """If another message creates the same new Maildir folder at the same moment, delivery succeeds."""
+    fs = RacingFs("/example.com/alice")
+    assert deliver(make_sink(tmp_path / "mail", fs), ["alice@example.com"], MESSAGE) == [None]
+    assert fs.seen == 2
+    [path] = files(tmp_path / "mail" / "example.com" / "alice" / "new")
+    assert path.read_bytes() == MESSAGE
