@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -87,23 +88,36 @@ def cached_certificate(config: Config) -> CertSummary | None:
     return CertSummary(serial_hex(bundle.leaf), bundle.leaf.not_valid_after_utc)
 
 
+def _loopback(host: str) -> str:
+    if not host or ipaddress.ip_address(host).is_unspecified:
+        return "::1" if ":" in host else "127.0.0.1"
+    return host
+
+
 def served_serial(config: Config, timeout: float = 3.0) -> str | None:
-    """The serial the running daemon presents on its implicit-TLS port (SNI = domain)."""
-    address = config.tls.listen_addr
-    if not config.tls.enabled or address is None:
-        return None
-    host = address.host or "127.0.0.1"
-    if ipaddress.ip_address(host).is_unspecified:
-        host = "::1" if ":" in host else "127.0.0.1"
+    """The serial the running daemon presents: after STARTTLS on the plain listener,
+    else on the implicit-TLS port (SNI = domain). None when neither answers."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, address.port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=config.tls.letsencrypt.domain) as tls:
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError):
+    domain = config.tls.letsencrypt.domain
+    der: bytes | None = None
+    plain, implicit = config.server.listen_addr, config.tls.listen_addr
+    if not config.tls.enabled:
         return None
+    if plain is not None and config.tls.enable_starttls:
+        with contextlib.suppress(OSError, ssl.SSLError, smtplib.SMTPException), \
+                smtplib.SMTP(_loopback(plain.host), plain.port, timeout=timeout) as client:
+            client.ehlo("elemta-cert-renew.invalid")
+            client.starttls(context=context)
+            if isinstance(client.sock, ssl.SSLSocket):
+                der = client.sock.getpeercert(binary_form=True)
+    if der is None and implicit is not None:
+        with contextlib.suppress(OSError, ssl.SSLError), \
+                socket.create_connection((_loopback(implicit.host), implicit.port),
+                                         timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=domain) as tls:
+            der = tls.getpeercert(binary_form=True)
     return serial_hex(x509.load_der_x509_certificate(der)) if der else None
 
 
@@ -156,7 +170,7 @@ def cert_renew_main(config: Config, out: TextIO) -> int:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             serving = served_serial(config)
-            if serving == new.serial or (serving is None and config.tls.listen_addr is None):
+            if serving == new.serial:
                 print(f"the daemon (pid {pid}) serves serial {new.serial}", file=out)
                 return EXIT_OK
             time.sleep(0.2)
