@@ -156,3 +156,21 @@ def test_daemon_logs_ready_once(daemon: Daemon) -> None:
     assert daemon.log().count("elemta ready") == 1
     assert daemon.process.poll() is None
     assert Path(daemon.setup.pid_file).read_text().strip() == str(daemon.pid)
+
+
+def test_storage_failure_answers_451_and_logs_the_path(tmp_path: Path) -> None:
+    """When the Maildir cannot be written (here: maildir_root lies under a plain file, which fails
+    even for root), DATA gets the transient 451 and the daemon logs the path and the errno."""
+    setup = Setup(tmp_path)
+    (tmp_path / "not-a-folder").write_text("a file where a folder should be\n")
+    setup.write({"delivery": {"maildir_root": str(tmp_path / "not-a-folder" / "mail")}})
+    with running_daemon(setup) as daemon:
+        with smtplib.SMTP("127.0.0.1", setup.smtp_port, timeout=15) as client:
+            with pytest.raises(smtplib.SMTPDataError) as info:
+                client.sendmail(SENDER, ["alice@example.com"], b"Subject: x\r\n\r\nbody\r\n")
+            assert info.value.smtp_code == 451
+            assert client.noop() == reply(replies.OK)  # the session goes on; the client may retry
+        daemon.wait_for_log("maildir delivery failed")
+        [line] = [x for x in daemon.log().splitlines() if "maildir delivery failed" in x]
+        assert str(tmp_path / "not-a-folder") in line
+        assert "ENOTDIR (Not a directory)" in line
