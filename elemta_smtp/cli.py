@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
 
 
 def config_check(config: Config, out: TextIO) -> int:
-    """``elemta config check``: the config loaded; print its warnings and a summary."""
+    """``elemta config check``: the config loaded; print notes on its effects and a summary."""
     from elemta_smtp.acme.renewal import config_warnings
 
-    for warning in (*config.warnings, *config_warnings(config)):
-        print(f"warning: {warning}", file=out)
+    for note in config_warnings(config):
+        print(f"note: {note}", file=out)
     print(f"{config.path}: OK", file=out)
     return EXIT_OK

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,6 @@ class Config:
     delivery: DeliveryConfig
     tls: TLSConfig
     notify: NotifyConfig
-    warnings: tuple[str, ...] = field(default=())
 
 
 # --- value parsers: each returns the value or raises ValueError(sentence) ---

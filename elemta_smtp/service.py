@@ -6,20 +6,22 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from collections.abc import Generator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
 from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.acme.manager import CertManager, DaemonReactor, build_manager
 from elemta_smtp.config import Config
 from elemta_smtp.errors import ElemtaError
-from elemta_smtp.smtp.maildir import MaildirSink
+from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.protocol import SMTPServer
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.tls import store
@@ -78,10 +80,17 @@ def listen_error(what: str, address: Address, exc: CannotListenError) -> Startup
     return StartupError(f"cannot listen for {what} on {address}: {why}")
 
 
+class ServiceReactor(DaemonReactor, MaildirReactor, Protocol):
+    """Every reactor interface the daemon uses; the real reactor provides them all."""
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50,
+                  interface: str = "") -> IListeningPort: ...
+
+
 class ElemtaService(MultiService):
     """The whole daemon. Ports are bound in ``privilegedStartService``."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: ServiceReactor) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
@@ -101,11 +110,9 @@ class ElemtaService(MultiService):
         self.sink = MaildirSink(config.delivery.maildir_root, config.server.hostname, reactor)
         starttls = self.tls is not None and config.tls.enable_starttls
         settings = SessionSettings.from_config(config, starttls_available=starttls)
-        self.smtp = SMTPServer(settings, self.sink, self.tls, reactor)
-        self.manager: Any = None
+        self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor))
+        self.manager: CertManager | None = None
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            from elemta_smtp.acme.manager import build_manager
-
             self.manager = build_manager(config, self.tls, reactor)
             self.manager.setServiceParent(self)
 
@@ -123,7 +130,7 @@ class ElemtaService(MultiService):
             found.append(("HTTP-01", http_addr, site))
         return found
 
-    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted's name)
+    def privilegedStartService(self) -> None:
         for what, address, factory in self._listeners():
             port = self._listen(what, address, factory)
             self.ports.append(port)
@@ -152,7 +159,7 @@ class ElemtaService(MultiService):
                 port.stopListening()
             raise listen_error(what, address, exc) from None
 
-    def startService(self) -> None:  # noqa: N802 (Twisted's name)
+    def startService(self) -> None:
         write_pid_file(self.config.server.pid_file, os.getpid())
         super().startService()
         log.info("elemta ready (pid {pid}, config {path})", pid=os.getpid(),
@@ -167,7 +174,7 @@ class ElemtaService(MultiService):
             self.manager.after_reload()
 
     @inlineCallbacks
-    def stopService(self) -> Any:  # noqa: N802 (Twisted's name)
+    def stopService(self) -> Generator[Deferred[Any], Any, None]:
         log.info("stopping: no new connections; letting messages in flight finish "
                  "(up to {timeout:g}s)", timeout=self.config.server.shutdown_timeout)
         yield Deferred.fromCoroutine(self._stop_listening())
@@ -188,7 +195,7 @@ class ElemtaService(MultiService):
                 await result
 
 
-def install_signal_handlers(service: ElemtaService, reactor: Any) -> None:
+def install_signal_handlers(service: ElemtaService, reactor: ServiceReactor) -> None:
     """SIGHUP reloads certificates. SIGTERM/SIGINT are Twisted's: reactor.stop(),
     which runs ``stopService`` (graceful) before the process exits."""
 
