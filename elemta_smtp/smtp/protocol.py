@@ -84,6 +84,7 @@ class SMTPConnection(Protocol):
         self._peer = "?"
         self._timer: Any = None  # IDelayedCall
         self._paused: set[str] = set()
+        self._producing = False  # registered with the transport as its producer
         self._closing = False
         self._lost = False
         self._writer: MessageWriter | None = None
@@ -108,7 +109,8 @@ class SMTPConnection(Protocol):
         settings = server.settings
         self.session = Session(settings, self._peer, tls_active=self._implicit_tls,
                                now=server.clock.seconds)
-        self.transport.registerProducer(self, True)
+        if not self._implicit_tls:
+            self._register_producer()
         self._timer = server.clock.callLater(settings.idle_timeout, self._idle)
         self._run(self.session.start())
 
@@ -133,6 +135,7 @@ class SMTPConnection(Protocol):
             cipher = handle.get_cipher_name()
         except Exception:  # noqa: S110 - a transport without an OpenSSL handle: no details
             pass
+        self._register_producer()
         self._run(self.session.tls_started(version, cipher))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -168,6 +171,20 @@ class SMTPConnection(Protocol):
         self.transport.abortConnection()
 
     # --- IPushProducer: the transport's write buffer is full -> stop reading -----------
+    # Registered only outside TLS handshakes: TLSMemoryBIOProtocol pauses its
+    # producer while it buffers writes made before the handshake (the implicit-TLS
+    # greeting), and pausing reading then would stall the handshake for good.
+
+    def _register_producer(self) -> None:
+        if not self._producing and not self._closing and not self._lost:
+            self.transport.registerProducer(self, True)
+            self._producing = True
+
+    def _unregister_producer(self) -> None:
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+            self._resume("writes")
 
     def pauseProducing(self) -> None:
         self._pause("writes")
@@ -208,6 +225,7 @@ class SMTPConnection(Protocol):
             elif isinstance(action, AbortMessage):
                 self._abort(action.reason)
             elif isinstance(action, StartTLS):
+                self._unregister_producer()
                 self.transport.startTLS(self._server.tls)
             elif isinstance(action, Close):
                 self._close()
@@ -217,8 +235,8 @@ class SMTPConnection(Protocol):
     def _close(self) -> None:
         if self._closing:
             return
+        self._unregister_producer()
         self._paused.clear()
-        self.transport.unregisterProducer()
         self._closing = True
         self.transport.loseConnection()
         # A client that stops reading could hold the connection open forever:

@@ -181,7 +181,8 @@ class MemoryTransport(StringTransport):
             super().write(data)  # type: ignore[no-untyped-call]
 
     def deliver(self, data: bytes) -> None:
-        """Bytes from the client."""
+        """Bytes from the client; a paused transport would not read them."""
+        assert self.producerState == "producing", "the server stopped reading"
         if self.tls_layer is not None:
             self.tls_layer.dataReceived(data)
         else:
@@ -229,6 +230,7 @@ def test_real_starttls_discards_injection_and_resets_state() -> None:
     assert b"250 STARTTLS\r\n" in transport.plaintext()
     transport.deliver(b"STARTTLS\r\n" + INJECTION + b"Subject: forged\r\n\r\n.\r\n")
     assert transport.plaintext() == replies.READY_FOR_TLS
+    assert transport.producerState == "producing"
     client = Client()
     client.handshake()
     pump(client, transport.deliver, transport.ciphertext)
@@ -257,6 +259,7 @@ def test_real_implicit_tls() -> None:
     wire: Any = StringTransport(peerAddress=PEER)  # type: ignore[no-untyped-call]
     tls_protocol.makeConnection(wire)
     assert wire.value() == b""  # nothing in plaintext before the handshake
+    assert wire.producerState == "producing"  # the buffered greeting must not stop reading
 
     def ciphertext() -> bytes:
         clock.advance(0)
@@ -264,13 +267,19 @@ def test_real_implicit_tls() -> None:
         wire.clear()
         return value
 
+    def send(data: bytes) -> None:
+        assert wire.producerState == "producing", "the server stopped reading"
+        tls_protocol.dataReceived(data)
+
     client = Client()
     client.handshake()
-    pump(client, tls_protocol.dataReceived, ciphertext)
+    pump(client, send, ciphertext)
     assert client.received == replies.greeting("mx.example.com")
     client.received = b""
     client.send(b"EHLO c.example\r\nSTARTTLS\r\n")
-    pump(client, tls_protocol.dataReceived, ciphertext)
+    pump(client, send, ciphertext)
     assert b"STARTTLS" not in client.received.split(b"\r\n250 ENHANCEDSTATUSCODES\r\n")[0]
     assert client.received.endswith(b"250 ENHANCEDSTATUSCODES\r\n" + replies.TLS_ALREADY_ACTIVE)
     assert server.active_connections == 1
+    assert wire.producerState == "producing"
+    assert wire.producer is not None  # write backpressure is wired up after the handshake
