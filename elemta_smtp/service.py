@@ -8,7 +8,6 @@ import os
 import signal
 from collections.abc import Generator
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.application.service import MultiService
@@ -21,6 +20,7 @@ from elemta_smtp.acme.http01 import http01_site
 from elemta_smtp.acme.manager import CertManager, DaemonReactor, build_manager
 from elemta_smtp.config import Config
 from elemta_smtp.errors import ElemtaError
+from elemta_smtp.pidfile import check_pid_file, remove_pid_file, write_pid_file
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.protocol import SMTPServer
 from elemta_smtp.smtp.session import SessionSettings
@@ -37,32 +37,6 @@ class StartupError(ElemtaError):
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def read_pid(pid_file: Path) -> int | None:
-    """The pid of a live process named in ``pid_file``, else None."""
-    try:
-        pid = int(pid_file.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
-def write_pid_file(pid_file: Path, pid: int) -> None:
-    """Write the pid file atomically; refuse when another live daemon owns it."""
-    other = read_pid(pid_file)
-    if other is not None and other != pid:
-        raise StartupError(f"{pid_file}: another elemta is running with pid {other}; "
-                           "stop it first, or set a different [server] pid_file")
-    try:
-        pid_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pid_file.with_name(f".{pid_file.name}.{pid}")
-        tmp.write_text(f"{pid}\n")
-        os.replace(tmp, pid_file)
-    except OSError as exc:
-        raise StartupError(f"cannot write pid file {pid_file}: {exc.strerror}; "
-                           "create its folder or set [server] pid_file") from None
 
 
 def listen_error(what: str, address: Address, exc: CannotListenError) -> StartupError:
@@ -131,6 +105,7 @@ class ElemtaService(MultiService):
         return found
 
     def privilegedStartService(self) -> None:
+        check_pid_file(self.config.server.pid_file, os.getpid())
         for what, address, factory in self._listeners():
             port = self._listen(what, address, factory)
             self.ports.append(port)
@@ -183,8 +158,7 @@ class ElemtaService(MultiService):
         stop_sink = getattr(self.sink, "stop", None)
         if callable(stop_sink):
             yield stop_sink()
-        if read_pid(self.config.server.pid_file) == os.getpid():
-            self.config.server.pid_file.unlink(missing_ok=True)
+        remove_pid_file(self.config.server.pid_file, os.getpid())
         log.info("stopped")
 
     async def _stop_listening(self) -> None:

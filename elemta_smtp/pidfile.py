@@ -1,0 +1,71 @@
+"""The daemon's pid file: which elemta is running, and recording our own pid."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from elemta_smtp.errors import ElemtaError
+
+
+class PidFileError(ElemtaError):
+    """The pid file names another running daemon, or cannot be written."""
+
+
+def is_elemta(pid: int, proc: Path = Path("/proc")) -> bool:
+    """Is ``pid`` alive and, where /proc shows it, an elemta process? A pid reused
+    by another program after a crash must not look like a running daemon."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        return b"elemta" in (proc / str(pid) / "cmdline").read_bytes()
+    except FileNotFoundError:
+        return not (proc / "self").exists()  # no /proc at all: trust the pid
+    except OSError:
+        return True
+
+
+def live_pid(pid_file: Path) -> int | None:
+    """The pid of the running elemta named in ``pid_file``, else None."""
+    try:
+        text = pid_file.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit() or int(text) <= 1:
+        return None
+    pid = int(text)
+    return pid if is_elemta(pid) else None
+
+
+def check_pid_file(pid_file: Path, pid: int) -> None:
+    """Refuse to start when another running elemta owns ``pid_file``."""
+    other = live_pid(pid_file)
+    if other is not None and other != pid:
+        raise PidFileError(f"{pid_file}: another elemta is running with pid {other}; "
+                           "stop it first, or set a different [server] pid_file")
+
+
+def write_pid_file(pid_file: Path, pid: int) -> None:
+    """Record ``pid`` atomically (temp file + rename), unless another daemon owns the file."""
+    check_pid_file(pid_file, pid)
+    try:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pid_file.with_name(f".{pid_file.name}.{pid}")
+        tmp.write_text(f"{pid}\n")
+        os.replace(tmp, pid_file)
+    except OSError as exc:
+        raise PidFileError(f"cannot write pid file {pid_file}: {exc.strerror}; "
+                           "create its folder or set [server] pid_file") from None
+
+
+def remove_pid_file(pid_file: Path, pid: int) -> None:
+    """Remove ``pid_file`` if it still names ``pid``."""
+    try:
+        if pid_file.read_text().strip() == str(pid):
+            pid_file.unlink()
+    except OSError:
+        pass

@@ -1,0 +1,123 @@
+"""``elemta serve`` as a process: the embedded --dev default, the pid file,
+start-up refusals and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support import Setup, elemta_command, running_daemon, wait_for_port
+
+DEV_PORTS = (2525, 4465, 8080)
+
+
+def port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@contextmanager
+def dev_daemon(data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = open(data_dir.parent / "dev.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(elemta_command("serve", "--dev", "--data-dir", str(data_dir)),
+                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        for port in DEV_PORTS:
+            wait_for_port("127.0.0.1", port)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+def test_dev_default_accepts_mail_over_starttls_and_implicit_tls(tmp_path: Path) -> None:
+    """`elemta serve --dev` needs no config: STARTTLS on 2525 and TLS on 4465 deliver to its data dir."""
+    if any(port_taken(p) for p in DEV_PORTS):
+        pytest.skip(f"another program uses one of the --dev ports {DEV_PORTS}")
+    data = tmp_path / "data"
+    with dev_daemon(data):
+        with smtplib.SMTP("127.0.0.1", 2525, timeout=10) as smtp:
+            smtp.starttls(context=client_context())
+            smtp.sendmail("me@localhost", ["alice@example.com"], b"Subject: one\r\n\r\nvia starttls\r\n")
+        with smtplib.SMTP_SSL("127.0.0.1", 4465, timeout=10, context=client_context()) as smtps:
+            smtps.sendmail("me@localhost", ["bob@localhost"], b"Subject: two\r\n\r\nvia smtps\r\n")
+        assert (data / "elemta.pid").exists()
+    alice = list((data / "mail" / "example.com" / "alice" / "new").iterdir())
+    bob = list((data / "mail" / "localhost" / "bob" / "new").iterdir())
+    assert len(alice) == 1 and alice[0].read_bytes().endswith(b"\r\n\r\nvia starttls\r\n")
+    assert len(bob) == 1 and b"with ESMTPS" in bob[0].read_bytes()
+    assert (data / "cache" / "bootstrap.pem").exists()
+    assert not (data / "elemta.pid").exists()
+
+
+def test_sigterm_stops_cleanly_and_removes_the_pid_file(tmp_path: Path) -> None:
+    """SIGTERM ends the daemon with status 0, closes its ports and removes its pid file."""
+    setup = Setup(tmp_path)
+    setup.write()
+    with running_daemon(setup) as daemon:
+        assert setup.pid_file.read_text().strip() == str(daemon.pid)
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=15) == 0
+        assert "stopped" in daemon.log()
+    assert not setup.pid_file.exists()
+    assert not port_taken(setup.smtp_port)
+
+
+def test_a_taken_port_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    """When the SMTP port is in use the daemon says so, names the address, and exits 1."""
+    setup = Setup(tmp_path)
+    setup.write()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", setup.smtp_port))
+        squatter.listen()
+        result = subprocess.run(elemta_command("serve", "-c", str(setup.config_path)),
+                                capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert f"cannot listen for SMTP on 127.0.0.1:{setup.smtp_port}" in result.stderr
+    assert "already in use" in result.stderr
+    assert not setup.pid_file.exists()
+
+
+def test_a_second_daemon_with_the_same_pid_file_is_refused(tmp_path: Path) -> None:
+    """A second daemon on the same pid file names the running pid and exits without taking over."""
+    first = Setup(tmp_path / "one")
+    first.write()
+    second = Setup(tmp_path / "two")
+    second.write({"server": {"pid_file": str(first.pid_file)}})
+    with running_daemon(first) as daemon:
+        result = subprocess.run(elemta_command("serve", "-c", str(second.config_path)),
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 1
+        assert f"another elemta is running with pid {daemon.pid}" in result.stderr
+        assert first.pid_file.read_text().strip() == str(daemon.pid)
+        assert not port_taken(second.smtp_port)
+
+
+def test_a_stale_pid_file_is_taken_over(tmp_path: Path) -> None:
+    """A pid file left by a dead process does not stop the daemon from starting."""
+    setup = Setup(tmp_path)
+    setup.write()
+    setup.pid_file.write_text("999999999\n")
+    with running_daemon(setup) as daemon:
+        assert setup.pid_file.read_text().strip() == str(daemon.pid)
