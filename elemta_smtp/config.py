@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ import tomlkit
 import tomlkit.exceptions
 
 from elemta_smtp.errors import ElemtaError
-from elemta_smtp.units import Address, parse_address, parse_duration, parse_size
+from elemta_smtp.schema import DOMAIN, SCHEMA, SECTIONS
+from elemta_smtp.units import Address
 
 DEFAULT_CONFIG_PATH = Path("/etc/elemta/elemta.toml")
 CONFIG_ENV = "ELEMTA_CONFIG"
@@ -130,181 +131,6 @@ class Config:
     notify: NotifyConfig
 
 
-# --- value parsers: each returns the value or raises ValueError(sentence) ---
-
-Parser = Callable[[object], Any]
-
-
-def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _int(low: int, high: int) -> Parser:
-    def parse(value: object) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
-        if not low <= value <= high:
-            raise ValueError(f"must be from {low} to {high}, got {value}")
-        return int(value)
-
-    return parse
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
-    return str(value)
-
-
-def _choice(*choices: str) -> Parser:
-    def parse(value: object) -> str:
-        if value not in choices:
-            allowed = ", ".join(f'"{c}"' for c in choices)
-            raise ValueError(f"must be one of {allowed}, got {value!r}")
-        return str(value)
-
-    return parse
-
-
-def _path(value: object) -> Path:
-    text = _str(value)
-    if not text:
-        raise ValueError("must not be empty: give a path")
-    return Path(text)
-
-
-def _optional_path(value: object) -> Path | None:
-    text = _str(value)
-    return Path(text) if text else None
-
-
-def _optional_address(value: object) -> Address | None:
-    if value == "":
-        return None
-    return parse_address(value)
-
-
-def _duration(low: float, high: float) -> Parser:
-    def parse(value: object) -> float:
-        seconds = parse_duration(value)
-        if not low <= seconds <= high:
-            raise ValueError(f"must be from {low:g}s to {high:g}s, got {value!r} ({seconds:g}s)")
-        return seconds
-
-    return parse
-
-
-def _size(value: object) -> int:
-    size = parse_size(value)
-    if size < 1024:
-        raise ValueError(f"must be at least 1024 bytes, got {value!r}")
-    return size
-
-
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-_DOMAIN = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}$")
-_EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
-
-
-def _domain(value: object) -> str:
-    text = _str(value).strip().lower().rstrip(".")
-    if not _DOMAIN.match(text):
-        raise ValueError(f"{value!r} is not a domain name such as \"mail.example.com\"")
-    return text
-
-
-def _optional_domain(value: object) -> str:
-    return "" if value == "" else _domain(value)
-
-
-def _optional_email(value: object) -> str:
-    text = _str(value).strip()
-    if text and not _EMAIL.match(text):
-        raise ValueError(f"{value!r} is not an email address such as \"postmaster@example.com\"")
-    return text
-
-
-def _list(item: Parser) -> Parser:
-    def parse(value: object) -> tuple[Any, ...]:
-        if not isinstance(value, list):
-            raise ValueError(f"expected a list such as [\"a\", \"b\"], got {value!r}")
-        return tuple(item(v) for v in value)
-
-    return parse
-
-
-def _local_part(value: object) -> str:
-    text = _str(value)
-    if not _LOCAL_PART.match(text):
-        raise ValueError(f"{value!r} is not a local part (the bit before @) such as \"alice\"")
-    return text.lower()
-
-
-def _relay(value: object) -> str:
-    text = _str(value)
-    if text:
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r}: give the relay as \"host:port\", such as \"smtp.example.net:587\"")
-    return text
-
-
-# --- the schema: section -> key -> (parser, default as it would be written in TOML) ---
-
-SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
-    "server": {
-        "hostname": (_optional_domain, ""),
-        "listen_addr": (_optional_address, ":25"),
-        "pid_file": (_path, "/run/elemta/elemta.pid"),
-        "max_connections": (_int(1, 1_000_000), 1000),
-        "idle_timeout": (_duration(1, 86400), "5m"),
-        "max_message_size": (_size, "25MB"),
-        "max_recipients": (_int(1, 100_000), 100),
-        "max_errors": (_int(1, 10_000), 20),
-        "shutdown_timeout": (_duration(0, 3600), "30s"),
-    },
-    "delivery": {
-        "local_domains": (_list(_domain), []),
-        "local_users": (_list(_local_part), []),
-        "maildir_root": (_path, "/var/mail/elemta"),
-        "bare_newline": (_choice("normalize", "reject"), "normalize"),
-    },
-    "tls": {
-        "enabled": (_bool, True),
-        "listen_addr": (_optional_address, ":465"),
-        "enable_starttls": (_bool, True),
-        "cert_file": (_optional_path, ""),
-        "key_file": (_optional_path, ""),
-    },
-    "tls.letsencrypt": {
-        "enabled": (_bool, False),
-        "domain": (_optional_domain, ""),
-        "email": (_optional_email, ""),
-        "cache_dir": (_path, "/var/lib/elemta"),
-        "staging": (_bool, False),
-        "directory_url": (_str, ""),
-        "http_addr": (_optional_address, ":80"),
-        "key_type": (_choice("ecdsa", "rsa"), "ecdsa"),
-    },
-    "tls.renewal": {
-        "auto_renew": (_bool, True),
-        "renewal_days": (_int(1, 365), 30),
-        "check_interval": (_duration(60, 7 * 86400), "12h"),
-        "renewal_timeout": (_duration(10, 86400), "5m"),
-    },
-    "notify": {
-        "recipients": (_list(_optional_email), []),
-        "sender": (_optional_email, ""),
-        "relay": (_relay, ""),
-        "relay_username": (_str, ""),
-        "relay_password": (_str, ""),
-        "relay_starttls": (_bool, True),
-    },
-}
-_SECTIONS = {"server", "delivery", "tls", "notify"}
 
 
 def _line_index(text: str) -> dict[str, int]:
@@ -352,7 +178,7 @@ def _flatten(doc: Mapping[str, Any], path: str, lines: dict[str, int],
             else:
                 known = list(SCHEMA[prefix]) + [s.rpartition(".")[2] for s in SCHEMA
                                                if s.startswith(prefix + ".")] if prefix else \
-                    sorted(_SECTIONS)
+                    sorted(SECTIONS)
                 what = "unknown key" if prefix else "unknown section"
                 problems.append(Problem(path, key_path, lines.get(key_path),
                                         f"{what} \"{name}\"{_suggest(name, known)}"))
@@ -479,7 +305,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
 
 def _default_hostname() -> str:
     name = socket.getfqdn().lower().rstrip(".")
-    return name if _DOMAIN.match(name) else "localhost"
+    return name if DOMAIN.match(name) else "localhost"
 
 
 def config_path(cli_path: str | None, environ: Mapping[str, str] = os.environ) -> Path:

@@ -140,6 +140,17 @@ def elemta_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "elemta_smtp", *args]
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a test never leaves a process behind."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextmanager
 def running_daemon(setup: Setup, env: Mapping[str, str] | None = None,
                    wait_ports: bool = True) -> Iterator[Daemon]:
@@ -157,10 +168,4 @@ def running_daemon(setup: Setup, env: Mapping[str, str] | None = None,
             daemon.wait_for_log("elemta ready")
         yield daemon
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)

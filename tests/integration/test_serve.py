@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Setup, elemta_command, running_daemon, wait_for_port
+from tests.support import Setup, elemta_command, running_daemon, stop_process, wait_for_port
 
 DEV_PORTS = (2525, 4465, 8080)
 
@@ -41,13 +41,7 @@ def dev_daemon(data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
             wait_for_port("127.0.0.1", port)
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         log.close()
 
 
