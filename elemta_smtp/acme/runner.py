@@ -208,9 +208,12 @@ class ProcessRunner:
 
 
 def _short(argv: Sequence[str]) -> str:
-    """``certbot renew`` rather than the whole command line."""
-    words = [a for a in argv if not a.startswith("-") and "/" not in a and a != "certbot"]
-    return "certbot " + " ".join(words[:1]) if "certbot" in argv else " ".join(argv[:2])
+    """``certbot renew`` rather than the whole command line (``python -c CERTBOT_MAIN ...``)."""
+    if CERTBOT_MAIN in argv or (argv and Path(argv[0]).name == "certbot"):
+        rest = argv[argv.index(CERTBOT_MAIN) + 1:] if CERTBOT_MAIN in argv else argv[1:]
+        words = [a for a in rest if not a.startswith("-") and "/" not in a]
+        return " ".join(["certbot", *words[:1]])
+    return " ".join(Path(a).name if i == 0 else a for i, a in enumerate(argv[:2]))
 
 
 # --- certbot command lines (pure) ---

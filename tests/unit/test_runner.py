@@ -20,6 +20,7 @@ from elemta_smtp.acme.runner import (
     ProcessRunner,
     RunResult,
     SpawnReactor,
+    _short,
     certbot_dirs,
     certonly_command,
     renew_command,
@@ -159,6 +160,19 @@ def test_renew_command(tmp_path: Path) -> None:
     assert " ".join(certbot_dirs(tmp_path / "cache")) in text
     assert "--force-renewal" not in argv
     assert renew_command(config, force=True)[-1] == "--force-renewal"
+
+
+@pytest.mark.parametrize(("build", "expected"), [
+    (renew_command, "certbot renew"),
+    (lambda c: renew_command(c, force=True), "certbot renew"),
+    (certonly_command, "certbot certonly"),
+    (lambda c: certonly_command(c, dry_run=True), "certbot certonly"),
+    (lambda c: ["/usr/local/bin/certbot", "--config-dir", "/x", "renew"], "certbot renew"),
+    (lambda c: ["/usr/bin/sleep", "60"], "sleep 60"),
+], ids=["renew", "forced-renew", "certonly", "dry-run", "certbot-binary", "other-command"])
+def test_log_names_the_certbot_verb(tmp_path: Path, build: Any, expected: str) -> None:
+    """Timeout and stop log lines say "certbot renew", not "/usr/bin/python3 -c"."""
+    assert _short(build(_config(tmp_path))) == expected
 
 
 def test_certonly_needs_a_config_path() -> None:
