@@ -57,6 +57,7 @@ class ServedCertificate:
 
     names: tuple[str, ...]
     serial: int
+    not_before: datetime
     not_after: datetime
     source: Path
     is_bootstrap: bool
@@ -191,11 +192,18 @@ class ServerTLS:
 
     def _announce_default(self, entry: _Loaded) -> None:
         if entry.source.kind == "bootstrap":
+            le = self._config.tls.letsencrypt
+            if le.enabled:
+                todo = (f"elemta is obtaining a certificate for {le.domain} from "
+                        f"{le.acme_directory}; this ends when it is served (if it does not, run "
+                        "`elemta cert test`).")
+            else:
+                todo = ("Enable [tls.letsencrypt] or set [tls] cert_file/key_file, then reload "
+                        "(SIGHUP).")
             self._log.warn(
                 "SERVING A SELF-SIGNED BOOTSTRAP CERTIFICATE for {hostname} ({path}): it is NOT publicly "
-                "trusted, so mail servers and clients that verify TLS will refuse it. Enable "
-                "[tls.letsencrypt] or set [tls] cert_file/key_file, then reload (SIGHUP).",
-                hostname=self._config.server.hostname, path=str(entry.source.path))
+                "trusted, so mail servers and clients that verify TLS will refuse it. {todo}",
+                hostname=self._config.server.hostname, path=str(entry.source.path), todo=todo)
         else:
             self._log.info("TLS default certificate: {path} (serial {serial})",
                            path=str(entry.source.path), serial=serial_hex(entry.bundle.leaf))
@@ -216,6 +224,7 @@ class ServerTLS:
         if snapshot is None:
             return []
         return [ServedCertificate(names=dns_names(e.bundle.leaf), serial=e.bundle.leaf.serial_number,
+                                  not_before=e.bundle.leaf.not_valid_before_utc,
                                   not_after=e.bundle.leaf.not_valid_after_utc, source=e.source.path,
                                   is_bootstrap=e.source.kind == "bootstrap",
                                   is_default=e is snapshot.table.default)

@@ -277,3 +277,30 @@ def test_connection_before_reload_is_created_lazily(h: Harness) -> None:
     leaf = h.leaf()
     h.install(leaf)
     assert h.serial() == leaf.serial
+
+
+def test_bootstrap_warning_says_a_certificate_is_on_its_way(tmp_path: Path) -> None:
+    """With [tls.letsencrypt] enabled the bootstrap warning says elemta is obtaining one,
+    instead of telling the admin to enable what is already enabled."""
+    cfg = parse_config("\n".join([
+        '[server]', 'hostname = "mail.example.com"', '[tls.letsencrypt]', 'enabled = true',
+        'email = "admin@example.com"', f'cache_dir = "{tmp_path / "cache"}"']))
+    events: list[LogEvent] = []
+    ServerTLS(cfg, lambda: NOW, log=Logger(observer=cast(ILogObserver, events.append))).reload()
+    (warning,) = [formatEvent(e) for e in events if "BOOTSTRAP" in formatEvent(e)]
+    assert "obtaining a certificate for mail.example.com" in warning
+    assert "Enable [tls.letsencrypt]" not in warning
+
+
+def test_served_facts_come_from_memory_not_the_file(h: Harness) -> None:
+    """served() reports the certificate in use (not_before included) even after the file on
+    disk was replaced by a broken one, so renewal decisions use what clients see."""
+    leaf = h.leaf()
+    h.install(leaf)
+    h.tls.reload()
+    store.certificate_path(h.cache, DOMAIN).write_bytes(b"garbage")
+    h.tls.reload()
+    (served,) = h.tls.served()
+    assert served.serial == leaf.serial
+    assert served.not_before == leaf.cert.not_valid_before_utc
+    assert served.not_after == leaf.cert.not_valid_after_utc
