@@ -67,6 +67,13 @@ class CertInfo:
     problem: str | None = None  # why it is not served
     details: Details | None = None  # None when the file cannot be parsed at all
     probe: ProbeResult | None = field(default=None, compare=False)
+    #: the SNI names that select this certificate (a served one that has none and is not
+    #: the default is never presented: an earlier source answers all its names)
+    sni_names: tuple[str, ...] = ()
+
+    @property
+    def shadowed(self) -> bool:
+        return self.served and not self.is_default and not self.sni_names
 
 
 def classify_issuer(cert: x509.Certificate) -> str:
@@ -130,8 +137,16 @@ def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
     served = [(info, b) for info, b in inspected if b is not None]
     table = build_table((Candidate(info.source, _own_name(info), dns_names(b.leaf)) for info, b in served),
                         preferred_names(config))
-    default = table.default if table else None
-    return [replace(info, is_default=info.source == default) for info, _ in inspected]
+    if table is None:
+        return [info for info, _ in inspected]
+    answers: dict[Path, list[str]] = {}
+    for name, source in table.exact.items():
+        answers.setdefault(source, []).append(name)
+    for rest, source in table.wildcard.items():
+        answers.setdefault(source, []).append(f"*.{rest}")
+    return [replace(info, is_default=info.source == table.default,
+                    sni_names=tuple(answers.get(info.source, ())) if info.served else ())
+            for info, _ in inspected]
 
 
 def _own_name(info: CertInfo) -> str | None:
@@ -147,15 +162,31 @@ def report_problems(infos: Sequence[CertInfo]) -> list[str]:
     return problems
 
 
+def probe_name(info: CertInfo) -> str | None:
+    """The SNI name that makes the daemon present ``info`` (None: send no SNI, for the default).
+    For a rejected live/<name>.pem: its <name>, to see what the daemon kept serving for it."""
+    if not info.served:
+        return _own_name(info)
+    exact = [n for n in info.sni_names if not n.startswith("*.")]
+    if exact:
+        return exact[0]
+    if info.sni_names:
+        return "elemta-cert-info" + info.sni_names[0][1:]  # any one label under the wildcard
+    return None
+
+
 def with_probes(config: Config, infos: Sequence[CertInfo]) -> list[CertInfo]:
-    """Attach what the running daemon serves for each served certificate's name (SNI)."""
+    """Attach what the running daemon serves for each served certificate's name (SNI), and
+    for each rejected live/<name>.pem. A certificate that no name reaches (``shadowed``) is
+    not probed."""
     result: list[CertInfo] = []
     failed = False
     for info in infos:
         probe = None
-        if info.served and info.details is not None and not failed:
-            names = [n for n in info.details.names if not n.startswith("*")]
-            probe = probe_daemon_serial(config, names[0] if names else None)
+        wanted = (info.served and info.details is not None and not info.shadowed) or (
+            not info.served and info.kind == "live")
+        if wanted and not failed:
+            probe = probe_daemon_serial(config, probe_name(info))
             if probe is None:
                 return list(infos)  # no daemon running
             failed = probe.error is not None
@@ -189,8 +220,14 @@ def render_text(infos: Sequence[CertInfo]) -> str:
                 ("sha256", d.sha256_fingerprint),
             ]
             rows += [("DANE TLSA", record) for record in d.tlsa]
+        if info.shadowed:
+            owners = sorted({str(o.source) for o in infos if o is not info and o.served
+                             and o.details is not None and info.details is not None
+                             and set(o.sni_names) & set(info.details.names)})
+            rows.append(("note", "never presented: " + (", ".join(owners) or "another file")
+                         + " answers every name it covers"))
         if p := info.probe:
-            rows.append(("daemon", _probe_text(p, info)))
+            rows.append(("daemon", _probe_text(p, info, infos)))
         if info.is_bootstrap and info.served:
             rows.append(("warning", "self-signed: NOT publicly trusted; get a real certificate"))
         out += [f"  {label + ':':<11} {value}" for label, value in rows]
@@ -200,13 +237,28 @@ def render_text(infos: Sequence[CertInfo]) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _probe_text(p: ProbeResult, info: CertInfo) -> str:
+def _probe_text(p: ProbeResult, info: CertInfo, infos: Sequence[CertInfo]) -> str:
     where = f"pid {p.pid}, {p.mode} on {p.address}"
     if p.error:
         return f"{where}: {p.error}"
+    if not info.served:
+        owner = next((i for i in infos if i.served and i.details is not None
+                      and i.details.serial == p.serial_hex), None)
+        if owner is not None:
+            return f"{where}: presents {owner.source} (serial {p.serial_hex}) for {p.server_name}"
+        return (f"{where}: still serves serial {p.serial_hex} for {p.server_name}, loaded before "
+                "this file went bad; fix the file before elemta restarts, or that name loses it")
     same = info.details is not None and p.serial_hex == info.details.serial
-    verdict = "same as this file" if same else \
-        "DIFFERS from this file: reload it (kill -HUP the pid) and check its log"
+    rejected = [str(i.source) for i in infos if i.problem]
+    if same:
+        verdict = "same as this file"
+    elif rejected:
+        verdict = (f"DIFFERS from this file: the daemon may still serve a certificate it loaded "
+                   f"earlier from {', '.join(rejected)}, which is rejected now (see PROBLEM); fix "
+                   f"that file, then kill -HUP {p.pid}")
+    else:
+        verdict = (f"DIFFERS from this file: reload it (kill -HUP {p.pid}; restart elemta if "
+                   "you changed elemta.toml) and check its log")
     return f"{where}: serves serial {p.serial_hex} ({verdict})"
 
 
@@ -228,6 +280,7 @@ def render_json(infos: Sequence[CertInfo]) -> str:
     certificates = []
     for info in infos:
         item = asdict(info)
+        item["shadowed"] = info.shadowed
         if info.probe is not None:
             item["probe"]["serial"] = info.probe.serial_hex
         certificates.append(_jsonable(item))

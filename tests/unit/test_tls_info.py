@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from elemta_smtp.config import Config, parse_config
 from elemta_smtp.tls import store
 from elemta_smtp.tls.bootstrap import ensure_bootstrap
 from elemta_smtp.tls.info import (
+    CertInfo,
+    ProbeResult,
     cert_info_main,
     certificate_report,
     classify_issuer,
+    probe_name,
     render_json,
     render_text,
 )
@@ -165,3 +169,94 @@ def test_info_does_not_import_twisted() -> None:
     code = "import sys, elemta_smtp.tls.info; print(any(m.startswith('twisted') for m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def hand_config(tmp_path: Path, leaf: Leaf) -> Config:
+    (tmp_path / "hand.crt").write_bytes(leaf.fullchain_pem)
+    (tmp_path / "hand.key").write_bytes(leaf.key_pem)
+    return parse_config(f"""
+[server]
+hostname = "{DOMAIN}"
+pid_file = "{tmp_path / 'elemta.pid'}"
+[tls]
+cert_file = "{tmp_path / 'hand.crt'}"
+key_file = "{tmp_path / 'hand.key'}"
+[tls.letsencrypt]
+cache_dir = "{tmp_path / 'cache'}"
+""")
+
+
+def test_shadowed_certificate_is_named_and_not_probed(tmp_path: Path, ca: CA) -> None:
+    """A live file whose every name a hand-managed certificate answers is flagged as never
+    presented (so no probe says "DIFFERS, reload it", which would not help)."""
+    cfg = hand_config(tmp_path, make_leaf(ca, [DOMAIN]))
+    install(cfg, make_leaf(ca, [DOMAIN]))
+    hand, live = certificate_report(cfg, now())
+    assert (hand.kind, hand.sni_names, hand.shadowed) == ("hand", (DOMAIN,), False)
+    assert (live.kind, live.served, live.sni_names, live.shadowed) == ("live", True, (), True)
+    assert "never presented: " + str(tmp_path / "hand.crt") in render_text([hand, live])
+    assert json.loads(render_json([hand, live]))["certificates"][1]["shadowed"] is True
+
+
+@pytest.mark.parametrize(("sni_names", "served", "expected"), [
+    pytest.param(("mail.example.org", "*.example.org"), True, "mail.example.org", id="exact-name"),
+    pytest.param(("*.example.org",), True, "elemta-cert-info.example.org", id="wildcard-only"),
+    pytest.param((), True, None, id="default-without-names"),
+    pytest.param((), False, "mail.example.org", id="rejected-file-own-name"),
+])
+def test_probe_uses_a_name_that_selects_the_certificate(sni_names: tuple[str, ...], served: bool,
+                                                         expected: str | None) -> None:
+    """The probe's SNI name is one the daemon answers with this certificate, wildcards included;
+    for a rejected live file, that file's own name."""
+    info = CertInfo(Path("/c/live/mail.example.org.pem"), "live", served=served, is_default=True,
+                    is_bootstrap=False, sni_names=sni_names)
+    assert probe_name(info) == expected
+
+
+def _probe(serial: int, name: str | None) -> ProbeResult:
+    return ProbeResult(pid=4242, address="127.0.0.1:465", mode="implicit TLS", server_name=name,
+                       serial=serial)
+
+
+def test_probe_text_explains_a_certificate_kept_from_a_rejected_file(tmp_path: Path, ca: CA) -> None:
+    """When a live file went bad the daemon keeps what it had: the report says so for that
+    file, and does not tell the admin that a reload would help the default's row."""
+    cfg = config(tmp_path)
+    bad = store.certificate_path(cfg.tls.letsencrypt.cache_dir, DOMAIN)
+    store.ensure_layout(cfg.tls.letsencrypt.cache_dir)
+    bad.write_bytes(b"garbage")
+    ensure_bootstrap(cfg.tls.letsencrypt.cache_dir, DOMAIN, now())
+    rejected, boot = certificate_report(cfg, now())
+    assert (rejected.served, boot.is_bootstrap) == (False, True)
+    assert probe_name(rejected) == DOMAIN
+    kept = 0xABC
+    text = render_text([replace(rejected, probe=_probe(kept, DOMAIN)),
+                        replace(boot, probe=_probe(kept, None))])
+    assert f"still serves serial abc for {DOMAIN}, loaded before this file went bad" in text
+    assert "which is rejected now (see PROBLEM); fix that file, then kill -HUP 4242" in text
+    assert "reload it" not in text
+
+
+def test_probe_text_differs_after_config_change(tmp_path: Path, ca: CA) -> None:
+    """A served file the daemon does not present yet: reload, or restart after a config change."""
+    cfg = config(tmp_path)
+    install(cfg, make_leaf(ca, [DOMAIN]))
+    (info,) = certificate_report(cfg, now())
+    text = render_text([replace(info, probe=_probe(0xABC, DOMAIN))])
+    assert "DIFFERS from this file: reload it (kill -HUP 4242; restart elemta if you changed" in text
+
+
+def test_cert_info_command_imports_neither_twisted_nor_certbot(tmp_path: Path, ca: CA) -> None:
+    """The whole `elemta cert info` command (CLI included) loads no Twisted and no certbot."""
+    import subprocess
+    import sys
+
+    cfg_path = tmp_path / "elemta.toml"
+    cfg_path.write_text(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
+                        f'[tls.letsencrypt]\ncache_dir = "{tmp_path / "cache"}"\n')
+    code = ("import io, sys; from elemta_smtp.cli import main; "
+            f"main(['cert', 'info', '-c', {str(cfg_path)!r}], out=io.StringIO(), err=io.StringIO()); "
+            "print(sorted({m.split('.')[0] for m in sys.modules}\n"
+            "             & {'twisted', 'certbot', 'acme', 'josepy'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
