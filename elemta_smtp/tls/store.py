@@ -73,9 +73,21 @@ def certificate_path(cache_dir: Path, name: str) -> Path:
     return live_dir(cache_dir) / f"{clean}.pem"
 
 
+def _adopt(path: Path, folder: Path) -> None:
+    """Run as root (``sudo certbot ... -i elemta``), give what we create the owner of the
+    folder it is in, so the daemon, which runs as that user, can read and replace it."""
+    if os.geteuid() != 0:
+        return
+    info = folder.stat()
+    if info.st_uid != 0:
+        os.chown(path, info.st_uid, info.st_gid, follow_symlinks=False)
+
+
 def _make_dir(path: Path, mode: int) -> None:
     try:
-        path.mkdir(mode=mode, exist_ok=True)
+        if not path.is_dir():
+            path.mkdir(mode=mode, exist_ok=True)
+            _adopt(path, path.parent)
         if stat.S_IMODE(path.stat().st_mode) != mode:
             path.chmod(mode)
     except OSError as exc:
@@ -141,6 +153,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         try:
             os.fchmod(fd, FILE_MODE)
+            _adopt(tmp, folder)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

@@ -166,3 +166,16 @@ def test_read_separate_key_file(tmp_path: Path) -> None:
     bundle = store.read_bundle(tmp_path / "cert.pem", tmp_path / "key.pem")
     assert bundle.leaf.serial_number == leaf.serial
     assert bundle.path == tmp_path / "cert.pem"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand files to another user")
+def test_root_writes_files_the_daemon_user_owns(cache: Path) -> None:
+    """`sudo certbot ... -i elemta` leaves live/<name>.pem (and new folders) owned by the
+    cache's owner, so a daemon running as that user can read it; without this it could not."""
+    cache.mkdir(mode=0o700)
+    os.chown(cache, 65534, 65534)  # the daemon's user (nobody here)
+    leaf = make_leaf(make_ca(), ["mail.example.com"])
+    path = store.write_certificate(cache, "mail.example.com", leaf.key_pem, leaf.fullchain_pem)
+    for item in (path, store.live_dir(cache), store.challenge_dir(cache), cache / "certbot"):
+        assert (item.stat().st_uid, item.stat().st_gid) == (65534, 65534), item
+    assert mode(path) == 0o600
