@@ -12,6 +12,7 @@ import http.client
 import ipaddress
 import json
 import os
+import pwd
 import secrets
 import signal
 import smtplib
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 from cryptography import x509
@@ -130,10 +132,33 @@ def _daemon_pid(config: Config) -> int | None:
     return pid
 
 
+def wrong_user(cache_dir: Path, command: str, euid: int | None = None) -> str | None:
+    """Why running certbot as root would break the cache of a daemon that runs as another
+    user (root-owned files it can neither read nor update), as an error line; else None."""
+    euid = os.geteuid() if euid is None else euid
+    try:
+        owner = cache_dir.stat().st_uid
+    except OSError:
+        return None
+    if euid != 0 or owner == 0:
+        return None
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    return (f"error: {cache_dir} belongs to {name}, the user elemta runs as; as root, certbot "
+            f"would leave files there that elemta cannot read or renew. Run: sudo -u {name} "
+            f"{command}")
+
+
 def cert_renew_main(config: Config, out: TextIO) -> int:
     """``elemta cert renew``: force a renewal now, print old and new serial and
     not-after, and make sure the running daemon serves the new certificate."""
     le = config.tls.letsencrypt
+    refusal = wrong_user(le.cache_dir, f"elemta cert renew -c {config.path or 'PATH'}")
+    if refusal:
+        print(refusal, file=out)
+        return EXIT_FAILURE
     lineage = le.cache_dir / "certbot" / "config" / "renewal" / f"{le.domain}.conf"
     old = cached_certificate(config)
     if old is None:
@@ -260,6 +285,9 @@ def check_http01(config: Config, addresses: Sequence[str], report: Report,
     if http_addr.port != 80:
         report.warn(f"http_addr uses port {http_addr.port}: the CA always connects to port 80, "
                     "so port 80 must be forwarded to it")
+    if not addresses:
+        report.skip(f"HTTP-01 probe through http://{le.domain}/: the domain does not resolve")
+        return
     token = secrets.token_urlsafe(24)
     content = secrets.token_urlsafe(32).encode()
     folder = store.challenge_dir(le.cache_dir)
@@ -341,11 +369,12 @@ def cert_test_main(config: Config, dry_run: bool, out: TextIO,
         else:
             report.warn(f"DNS: none of {', '.join(addresses)} is an address of this host: fine "
                         "behind NAT with port forwarding, otherwise fix the DNS record")
-        check_http01(config, addresses, report)
-    else:
-        report.skip("HTTP-01 probe: the domain does not resolve")
+    check_http01(config, addresses, report)
     check_directory(le.acme_directory, report)
-    if dry_run:
+    refusal = wrong_user(le.cache_dir, f"elemta cert test --dry-run -c {config.path or 'PATH'}")
+    if dry_run and refusal:
+        report.fail("certbot --dry-run: not run as root", refusal.removeprefix("error: "))
+    elif dry_run:
         if report.failed:
             report.skip("certbot --dry-run: fix the failures above first")
         else:

@@ -1,0 +1,94 @@
+"""`elemta cert test` and `elemta cert renew` without an ACME server: each failing step
+says what to fix and sets the exit status; real sockets on 127.0.0.1, real files."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from elemta_smtp.acme.commands import cert_renew_main, cert_test_main, wrong_user
+from elemta_smtp.config import load_config
+from tests.support import Setup, running_daemon
+
+
+def no_dns(domain: str) -> list[str]:
+    raise OSError(f"[Errno -2] Name or service not known: {domain}")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    s = Setup(tmp_path / "elemta")
+    with socket.socket() as closed:  # a port nothing listens on: the ACME directory is down
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    s.write({"tls.letsencrypt": {"enabled": True, "email": "admin@example.com",
+                                 "directory_url": f"https://127.0.0.1:{port}/dir"}})
+    return s
+
+
+def test_listener_checked_even_without_dns(setup: Setup) -> None:
+    """With no DNS record the HTTP-01 listener is still checked (here: up), the probe through
+    the domain is skipped, the unreachable ACME directory fails, and the exit status is 1."""
+    with running_daemon(setup):
+        out = io.StringIO()
+        status = cert_test_main(load_config(setup.config_path), False, out, resolver=no_dns)
+    text = out.getvalue()
+    assert status == 1
+    assert "[FAIL] DNS: mail.example.com does not resolve" in text
+    assert f"[ ok ] HTTP-01 listener answers on 127.0.0.1:{setup.http_port}" in text
+    assert "[skip] HTTP-01 probe through http://mail.example.com/" in text
+    assert "[FAIL] ACME directory https://127.0.0.1:" in text and "fix: allow outgoing HTTPS" in text
+    assert text.rstrip().endswith("2 check(s) failed.")
+
+
+def test_probe_fails_when_dns_points_elsewhere(setup: Setup) -> None:
+    """A resolved address that this daemon does not answer on fails the probe with advice."""
+    with running_daemon(setup):
+        out = io.StringIO()
+        status = cert_test_main(load_config(setup.config_path), False, out,
+                                resolver=lambda _d: ["127.0.0.2"])
+    text = out.getvalue()
+    assert status == 1
+    assert f"[FAIL] fetching http://mail.example.com:{setup.http_port}/.well-known/acme-challenge/" in text
+    assert "via 127.0.0.2 failed" in text
+    assert not list((setup.cache_dir / "webroot" / ".well-known" / "acme-challenge").iterdir())
+
+
+def test_dry_run_skipped_after_a_failure(setup: Setup) -> None:
+    """--dry-run does not spend a CA attempt when an earlier step already failed."""
+    out = io.StringIO()
+    assert cert_test_main(load_config(setup.config_path), True, out, resolver=no_dns) == 1
+    assert "[skip] certbot --dry-run: fix the failures above first" in out.getvalue()
+
+
+def test_renew_without_lineage_says_what_to_do(setup: Setup) -> None:
+    """`cert renew` before any certificate exists exits 1 and points at `elemta cert test`."""
+    out = io.StringIO()
+    assert cert_renew_main(load_config(setup.config_path), out) == 1
+    assert "no certificate for mail.example.com" in out.getvalue()
+    assert "run `elemta cert test` to see what stops it" in out.getvalue()
+
+
+@pytest.mark.parametrize(("euid", "owner", "refused"), [
+    pytest.param(0, 65534, True, id="root-over-daemon-cache"),
+    pytest.param(0, 0, False, id="root-over-root-cache"),
+    pytest.param(65534, 65534, False, id="daemon-user"),
+])
+def test_root_is_refused_over_the_daemon_users_cache(tmp_path: Path, euid: int, owner: int,
+                                                    refused: bool) -> None:
+    """Run as root over a cache the daemon's user owns, renew/dry-run would leave root-owned
+    certbot files the daemon cannot use: refused with the sudo -u command to run instead."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    if os.geteuid() == 0:
+        os.chown(cache, owner, owner)
+    elif owner != os.geteuid():
+        pytest.skip("needs root to give the cache to another user")
+    message = wrong_user(cache, "elemta cert renew -c /etc/elemta/elemta.toml", euid=euid)
+    assert (message is not None) == refused
+    if message:
+        assert "sudo -u nobody elemta cert renew -c /etc/elemta/elemta.toml" in message
