@@ -334,7 +334,8 @@ class CertManager(Service):
     async def _notify(self) -> None:
         facts = self._served()
         now = self.now()
-        planned = notices.plan(facts, now, self._state, self.config.tls.renewal.renewal_days)
+        renewal = self.config.tls.renewal
+        planned = notices.plan(facts, now, self._state, renewal.renewal_days, renewal.auto_renew)
         for event in planned.dropped:
             log.error("too many unsent notices: dropping {id} ({kind}) without mailing it",
                       id=event.id, kind=event.kind)

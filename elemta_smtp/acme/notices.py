@@ -84,7 +84,7 @@ def observe(cert: CertFacts | None, state: State) -> State:
 
 
 def expiry_notice(cert: CertFacts, now: datetime, state: State,
-                  renewal_days: int) -> Notice | None:
+                  renewal_days: int, auto_renew: bool = True) -> Notice | None:
     """The expiry notice due for ``cert`` now, if any."""
     if cert.is_bootstrap:
         return None
@@ -100,9 +100,15 @@ def expiry_notice(cert: CertFacts, now: datetime, state: State,
         return None
     names = ", ".join(cert.names)
     marks = tuple(expiry_key(cert.serial, t) for t in crossed)
-    advice = ("elemta renews it automatically when [tls.renewal] auto_renew = true; it has not "
-              "succeeded yet. Look at the daemon's log (journalctl -u elemta), run "
-              "`elemta cert test` to diagnose, and `elemta cert renew` to retry now.")
+    if auto_renew:
+        advice = ("elemta renews it automatically ([tls.renewal] auto_renew = true) but has not "
+                  "succeeded yet. Look at the daemon's log (journalctl -u elemta), run "
+                  "`elemta cert test` to diagnose, and `elemta cert renew` to retry now.")
+    else:
+        advice = ("[tls.renewal] auto_renew = false, so elemta does not renew it itself: check "
+                  "that your certbot renew timer runs (systemctl list-timers "
+                  "elemta-certbot-renew.timer; journalctl -u elemta-certbot-renew), or run "
+                  "`elemta cert renew` now. `elemta cert test` diagnoses DNS and HTTP-01.")
     facts = (f"Names: {names}\nSerial: {cert.serial}\nNot after: {_when(cert.not_after)}\n")
     if threshold == EXPIRED:
         return Notice(key=key, kind="expired", marks=marks,
@@ -151,7 +157,8 @@ def add_event(state: State, event: Event) -> State:
     return replace(state, outbox=(*state.outbox, event))
 
 
-def plan(cert: CertFacts | None, now: datetime, state: State, renewal_days: int) -> Plan:
+def plan(cert: CertFacts | None, now: datetime, state: State, renewal_days: int,
+         auto_renew: bool = True) -> Plan:
     """Everything due now: outbox events first (oldest first), then the expiry notice."""
     state = observe(cert, state)
     dropped: tuple[Event, ...] = ()
@@ -160,7 +167,7 @@ def plan(cert: CertFacts | None, now: datetime, state: State, renewal_days: int)
         state = replace(state, outbox=state.outbox[-OUTBOX_LIMIT:])
     notices = [event_notice(e) for e in state.outbox]
     if cert is not None:
-        expiry = expiry_notice(cert, now, state, renewal_days)
+        expiry = expiry_notice(cert, now, state, renewal_days, auto_renew)
         if expiry is not None:
             notices.append(expiry)
     return Plan(state=state, notices=tuple(notices), dropped=dropped)

@@ -176,3 +176,17 @@ def test_expired_certificate() -> None:
     _, notices = deliver(c, c.not_after + timedelta(hours=1), state)
     assert [n.kind for n in notices] == ["expired"]
     assert "EXPIRED" in notices[0].subject
+
+
+@pytest.mark.parametrize(("auto_renew", "says", "not_says"), [
+    pytest.param(True, "elemta renews it automatically", "auto_renew = false", id="auto-renew"),
+    pytest.param(False, "systemctl list-timers elemta-certbot-renew.timer", "renews it automatically",
+                 id="timer-renews"),
+])
+def test_expiry_mail_advice_fits_who_renews(auto_renew: bool, says: str, not_says: str) -> None:
+    """The expiry mail tells the admin what to check: the daemon's renewal, or their own timer."""
+    c = cert()
+    (notice,) = plan(c, left(c, 13.5), State(), 30, auto_renew).notices
+    assert notice.kind == "expiry"
+    assert says in notice.body and not_says not in notice.body
+    assert "`elemta cert renew`" in notice.body
