@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,8 +76,16 @@ def compose(notice: Notice, sender: str, recipients: Sequence[str], hostname: st
     message["Message-ID"] = f"<{digest}@{hostname}>"
     message["Auto-Submitted"] = "auto-generated"
     message["X-Elemta-Notice"] = notice.kind
-    message.set_content(notice.body)
+    message.set_content(wrap_body(notice.body))
     return message.as_bytes()
+
+
+def wrap_body(body: str, width: int = 72) -> str:
+    """Fold long prose lines so the mail stays plain 7-bit text, readable as a raw Maildir
+    file (no quoted-printable ``=3D``); shorter lines (certbot's output) are kept as they are."""
+    return "\n".join(
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+        if len(line) > 76 else line for line in body.split("\n"))
 
 
 def _domain(address: str) -> str:

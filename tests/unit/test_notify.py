@@ -9,6 +9,7 @@ import ssl
 import tempfile
 import warnings
 from collections.abc import Generator
+from dataclasses import replace
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
@@ -27,7 +28,7 @@ from twisted.trial import unittest
 
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.notify import Mailer, NotifyError, choose_route, compose
+from elemta_smtp.notify import Mailer, NotifyError, choose_route, compose, wrap_body
 from tests.support import free_port
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -103,7 +104,21 @@ def test_compose_headers_and_body() -> None:
     assert msg["Message-ID"].endswith("@mail.example.com>")
     assert msg["Message-ID"] == message_from_bytes(
         compose(NOTICE, "x@y.z", ["a@b.c"], "mail.example.com", NOW), policy=default)["Message-ID"]
-    assert msg.get_content().replace("\r\n", "\n") == NOTICE.body
+    assert msg.get_content().replace("\r\n", "\n") == wrap_body(NOTICE.body)
+
+
+def test_long_body_lines_are_folded_not_quoted_printable() -> None:
+    """Prose lines longer than 76 are folded so the mail is 7-bit text an admin can read raw
+    (`less` on the Maildir file) without quoted-printable escapes; words stay whole."""
+    prose = ("elemta renews it automatically ([tls.renewal] auto_renew = true) but has not "
+             "succeeded yet. Run `elemta cert test` to diagnose.")
+    notice = replace(NOTICE, body=f"{prose}\nshort line\n")
+    raw = compose(notice, "elemta@mail.example.com", ["a@example.com"], "mail.example.com", NOW)
+    assert b"quoted-printable" not in raw
+    assert b"auto_renew = true" in raw
+    body = message_from_bytes(raw, policy=default).get_content().replace("\r\n", "\n")
+    assert all(len(line) <= 76 for line in body.split("\n"))
+    assert " ".join(body.split()) == " ".join(notice.body.split())
 
 
 @pytest.mark.parametrize(("server", "host"), [
