@@ -57,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path_arg: str | None, err: TextIO) -> Config | None:
+def _load(path_arg: str | None, err: TextIO, serving: bool = False) -> Config | None:
     path = config_path(path_arg)
     try:
         return load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}", file=err)
-        print(f"{len(exc.problems)} problem(s) in {path}; elemta did not start.", file=err)
+        outcome = "; elemta did not start" if serving else ""
+        print(f"{len(exc.problems)} problem(s) in {path}{outcome}.", file=err)
         return None
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
                       file=err)
                 return EXIT_CONFIG
             return serve(dev_config(Path(args.data_dir).absolute()), out, err)
-        loaded = _load(args.config, err)
+        loaded = _load(args.config, err, serving=True)
         return EXIT_CONFIG if loaded is None else serve(loaded, out, err)
 
     loaded = _load(args.config, err)

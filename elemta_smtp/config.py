@@ -12,7 +12,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +327,9 @@ def load_config(path: Path) -> Config:
                                    "or pass -c PATH or set ELEMTA_CONFIG")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), "", None, f"cannot read: {exc}")]) from None
-    return parse_config(text, str(path), path.resolve().parent)
+    config = parse_config(text, str(path), path.absolute().parent)
+    # absolute: certbot stores --elemta-config for renewals run from anywhere
+    return replace(config, path=path.absolute())
 
 
 def dev_config(data_dir: Path) -> Config:

@@ -9,13 +9,13 @@ import pytest
 from elemta_smtp.config import (
     LETSENCRYPT_PRODUCTION,
     LETSENCRYPT_STAGING,
-    SCHEMA,
     ConfigError,
     config_path,
     dev_config,
     load_config,
     parse_config,
 )
+from elemta_smtp.schema import SCHEMA
 from elemta_smtp.units import Address
 
 
@@ -195,3 +195,14 @@ def test_example_config_documents_every_key() -> None:
         assert f"[{section}]" in text, section
         for key in keys:
             assert f"{key} =" in text, f"{section}.{key}"
+
+
+def test_a_relative_config_path_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config.path is absolute (certbot stores it for renewals) while messages name the path as given."""
+    monkeypatch.chdir(tmp_path)
+    Path("elemta.toml").write_text("[server]\nmax_errors = 3\n")
+    assert load_config(Path("elemta.toml")).path == tmp_path / "elemta.toml"
+    Path("elemta.toml").write_text("[server]\nmax_errors = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Path("elemta.toml"))
+    assert str(info.value).startswith("elemta.toml:2: [server.max_errors]")
