@@ -144,6 +144,19 @@ def reset_peak_rss(pid: int) -> int:
     return rss_kib(pid)
 
 
+def all_greeted(port: int, count: int) -> bool:
+    """Whether ``count`` simultaneous new connections all get the 220 greeting."""
+    wires: list[Wire] = []
+    try:
+        wires = [Wire(port) for _ in range(count)]
+        return all(w.reply().startswith(b"220 ") for w in wires)
+    except ConnectionError:
+        return False
+    finally:
+        for wire in wires:
+            wire.close()
+
+
 def wait_until(condition: object, what: str, timeout: float = DEADLINE) -> None:
     """Poll ``condition()`` until it is true; fail after ``timeout`` seconds."""
     assert callable(condition)

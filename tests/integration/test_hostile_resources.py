@@ -14,6 +14,7 @@ from tests.integration.test_hostile import (
     DEADLINE,
     HOST,
     Wire,
+    all_greeted,
     greeted,
     maildir,
     open_data,
@@ -156,17 +157,7 @@ def test_connection_flood_gets_421_and_slots_come_back(capped: Daemon) -> None:
         for wire in held:
             wire.close()
 
-    def five_greeted() -> bool:
-        wires = [Wire(port) for _ in range(5)]
-        try:
-            return all(w.reply().startswith(b"220 ") for w in wires)
-        except ConnectionError:
-            return False
-        finally:
-            for w in wires:
-                w.close()
-
-    wait_until(five_greeted, "five connections greeted after the flood")
+    wait_until(lambda: all_greeted(port, 5), "five connections greeted after the flood")
 
 
 def test_idle_client_gets_421_and_is_closed(capped: Daemon) -> None:
