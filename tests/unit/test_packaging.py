@@ -13,7 +13,8 @@ import pytest
 import tomlkit
 
 from elemta_smtp.cli import main
-from elemta_smtp.config import SCHEMA, load_config
+from elemta_smtp.config import load_config
+from elemta_smtp.schema import SCHEMA
 
 PACKAGING = Path(__file__).resolve().parents[2] / "packaging"
 UNITS = ("elemta.service", "elemta-certbot-renew.service", "elemta-certbot-renew.timer")
