@@ -2,8 +2,10 @@
 
 ``SMTPConnection`` feeds received bytes to the session and carries out the
 actions it returns: writes replies, starts TLS, streams message text to the
-sink's writer chunk by chunk, and pauses reading while a message is being made
-durable. The listeners and the connection cap are in protocol.py.
+sink's writer chunk by chunk. While a message is being made durable the
+session keeps whatever the client pipelines meanwhile; reading stops only when
+that exceeds ``PAUSE_INPUT_BYTES`` (no epoll change per message). The
+listeners and the connection cap are in protocol.py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from elemta_smtp.smtp.protocol import SMTPServer
 
 log = Logger(namespace="elemta.smtp")
+
+#: While a message is being stored, input beyond this many bytes stops reading
+#: until the reply is sent (the session holds at most this plus one read).
+PAUSE_INPUT_BYTES = 64 * 1024
 
 
 def set_tcp_nodelay(transport: object) -> bool:
@@ -73,6 +79,7 @@ class SMTPConnection(Protocol):
         self.session: Session | None = None
         self._peer = "?"
         self._timer: Any = None  # IDelayedCall
+        self._last_input = 0.0  # when the client last sent something (the idle timer checks it)
         self._paused: set[str] = set()
         self._producing = False  # registered with the transport as its producer
         self._closing = False
@@ -101,6 +108,7 @@ class SMTPConnection(Protocol):
                                now=server.clock.seconds)
         if not self._implicit_tls:
             self._register_producer()
+        self._last_input = server.clock.seconds()
         self._timer = server.clock.callLater(settings.idle_timeout, self._idle)
         self._run(self.session.start())
 
@@ -108,12 +116,13 @@ class SMTPConnection(Protocol):
         session = self.session
         if session is None:
             return
-        timer = self._timer
-        if timer is not None and not self._closing:
-            timer.reset(self._server.settings.idle_timeout)
+        if not self._closing:
+            self._last_input = self._server.clock.seconds()
         actions = session.receive(data)
         if actions:
             self._run(actions)
+        if session.state is State.DELIVERING and session.pending_input > PAUSE_INPUT_BYTES:
+            self._pause("input")
 
     def handshakeCompleted(self) -> None:
         if self.session is None:
@@ -235,10 +244,17 @@ class SMTPConnection(Protocol):
             self._timer.reset(self._server.settings.idle_timeout)
 
     def _idle(self) -> None:
+        """The idle timer fired. It is not pushed back on every read (that costs a
+        timer-heap update per packet): it fires, sees recent input and re-arms itself
+        for the rest of the idle period."""
         self._timer = None
         clock, settings = self._server.clock, self._server.settings
         if self._closing:
             self.transport.abortConnection()
+            return
+        left = self._last_input + settings.idle_timeout - clock.seconds()
+        if left > 0:
+            self._timer = clock.callLater(left, self._idle)
             return
         session = self.session
         if session is not None and session.state is State.DELIVERING:
@@ -283,7 +299,6 @@ class SMTPConnection(Protocol):
         if writer is None:
             self._delivered(None, end.size, self._failure or DeliveryFailed("no message writer"))
             return
-        self._pause("delivery")
         try:
             result = writer.commit()
         except Exception as exc:
@@ -315,7 +330,9 @@ class SMTPConnection(Protocol):
                  rcpts=len(message.recipients), size=size, result=result)
         if session is not None and not self._lost:
             self._run(session.delivery_done(failure))
-            self._resume("delivery")
+            if "input" in self._paused and (session.state is not State.DELIVERING
+                                            or session.pending_input <= PAUSE_INPUT_BYTES):
+                self._resume("input")
 
     def _abort(self, reason: str) -> None:
         writer, self._writer = self._writer, None

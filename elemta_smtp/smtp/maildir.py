@@ -34,9 +34,9 @@ from typing import Any, Protocol, TypeVar, cast
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from elemta_smtp.smtp.sink import DeliveryFailed
+from elemta_smtp.smtp.workers import WorkerThreads
 
 log = Logger()
 _T = TypeVar("_T")
@@ -159,13 +159,20 @@ class StoreError(Exception):
 
 class _Delivery:
     """The files of one message. Every method is blocking and is called in a pool
-    thread, never two at once; the first failure is kept and the rest are skipped."""
+    thread, never two at once; the first failure is kept and the rest are skipped.
 
-    def __init__(self, fs: Filesystem, mailboxes: list[Path], name: str) -> None:
+    ``ready`` is the sink's set of mailbox folders known to have tmp/, new/ and cur/:
+    their mkdir calls are skipped. A folder leaves it on any failure, and a spool
+    file that cannot be created for want of a folder makes the folders again."""
+
+    def __init__(self, fs: Filesystem, mailboxes: list[Path], name: str,
+                 ready: set[str] | None = None) -> None:
         self.fs = fs
         self.mailboxes = mailboxes
+        self.folders = [str(m) for m in mailboxes]
+        self.ready: set[str] = set() if ready is None else ready
         self.name = name
-        self.spool = str(mailboxes[0] / "tmp" / name)
+        self.spool = os.path.join(self.folders[0], "tmp", name)
         self.fd: int | None = None
         self.opened = False
         self.size = 0
@@ -183,15 +190,31 @@ class _Delivery:
         if self.opened:
             return
         self.opened = True
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            for mailbox in self.mailboxes:
-                for sub in ("tmp", "new", "cur"):
-                    self._ensure_dir(mailbox / sub)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-            self.fd = self._do("create", self.spool, lambda: self.fs.open(self.spool, flags, FILE_MODE))
+            trusted = self._make_folders(trust_ready=True)
+            try:
+                self.fd = self._do("create", self.spool, lambda: self.fs.open(self.spool, flags, FILE_MODE))
+            except StoreError as e:
+                if not trusted or not isinstance(e.error, FileNotFoundError):
+                    raise
+                self._make_folders(trust_ready=False)  # a folder was removed since: make it again
+                self.fd = self._do("create", self.spool, lambda: self.fs.open(self.spool, flags, FILE_MODE))
             self.placed.append(self.spool)
         except StoreError as e:
             self._fail(e)
+
+    def _make_folders(self, trust_ready: bool) -> bool:
+        """tmp/, new/ and cur/ in every mailbox; returns whether any was skipped as ready."""
+        skipped = False
+        for mailbox, folder in zip(self.mailboxes, self.folders, strict=True):
+            if trust_ready and folder in self.ready:
+                skipped = True
+                continue
+            for sub in ("tmp", "new", "cur"):
+                self._ensure_dir(mailbox / sub)
+            self.ready.add(folder)
+        return skipped
 
     def _ensure_dir(self, path: Path) -> None:
         """mkdir 0700 (with missing parents); fsync the parent of each new folder.
@@ -208,10 +231,9 @@ class _Delivery:
             return
         except OSError as e:
             raise StoreError("create folder", str(path), e) from e
-        self._fsync_dir(path.parent)
+        self._fsync_dir(str(path.parent))
 
-    def _fsync_dir(self, path: Path) -> None:
-        where = str(path)
+    def _fsync_dir(self, where: str) -> None:
         fd = self._do("open folder", where, lambda: self.fs.open(where, os.O_RDONLY | os.O_DIRECTORY))
         try:
             self._do("fsync folder", where, lambda: self.fs.fsync(fd))
@@ -245,19 +267,19 @@ class _Delivery:
             self.fd = None
             self._do("close", self.spool, lambda: self.fs.close(fd))
             in_tmp = [self.spool]
-            for mailbox in self.mailboxes[1:]:
-                target = str(mailbox / "tmp" / self.name)
+            for folder in self.folders[1:]:
+                target = os.path.join(folder, "tmp", self.name)
                 self._link_or_copy(target)
                 self.placed.append(target)
                 in_tmp.append(target)
             final = f"{self.name},S={self.size}"
-            for mailbox, source in zip(self.mailboxes, in_tmp, strict=True):
-                target = str(mailbox / "new" / final)
+            for folder, source in zip(self.folders, in_tmp, strict=True):
+                target = os.path.join(folder, "new", final)
                 self._do("rename into", target, functools.partial(self.fs.rename, source, target))
                 self.placed.remove(source)
                 self.placed.append(target)
-            for mailbox in self.mailboxes:
-                self._fsync_dir(mailbox / "new")
+            for folder in self.folders:
+                self._fsync_dir(os.path.join(folder, "new"))
         except StoreError as e:
             self._fail(e)
             raise
@@ -303,6 +325,7 @@ class _Delivery:
     def _fail(self, error: StoreError) -> None:
         if self.error is None:
             self.error = error
+        self.ready.difference_update(self.folders)  # check every folder again next time
         self.discard()
 
 
@@ -381,7 +404,7 @@ class MaildirWriter:
         return d.addCallbacks(self._delivered, self._failed)
 
     def _delivered(self, name: str) -> None:
-        log.debug("delivered {name} to {count} mailbox(es)", name=name, count=len(self._delivery.mailboxes))
+        """Stored: the protocol logs the message line (one per message, not two)."""
 
     def _failed(self, failure: Failure) -> None:
         error = failure.value
@@ -425,8 +448,9 @@ class MaildirSink:
         self._reactor = reactor
         self._fs = fs
         self._counter = itertools.count(1)
+        self._ready: set[str] = set()  # mailbox folders with tmp/, new/, cur/ (see _Delivery)
         if threadpool is None:
-            pool = ThreadPool(minthreads=0, maxthreads=POOL_THREADS, name="elemta-maildir")
+            pool = WorkerThreads(POOL_THREADS, name="elemta-maildir")
             reactor.callWhenRunning(pool.start)
             reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
             threadpool = pool
@@ -437,4 +461,5 @@ class MaildirSink:
             raise DeliveryFailed("a message needs at least one recipient", transient=False)
         mailboxes = unique_mailboxes(self.root, recipients)
         name = unique_name(self._reactor.seconds(), os.getpid(), next(self._counter), self.hostname)
-        return MaildirWriter(_SerialQueue(self._reactor, self._pool), _Delivery(self._fs, mailboxes, name))
+        delivery = _Delivery(self._fs, mailboxes, name, self._ready)
+        return MaildirWriter(_SerialQueue(self._reactor, self._pool), delivery)

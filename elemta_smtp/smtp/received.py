@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from datetime import datetime, timezone
 from email.utils import format_datetime
@@ -14,6 +15,13 @@ def protocol_name(extended: bool, tls: bool) -> str:
     return "ESMTP" if extended else "SMTP"
 
 
+@functools.lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    """RFC 5322 date (UTC) of a whole second: made once per second, not per message."""
+    return format_datetime(datetime.fromtimestamp(second, timezone.utc))
+
+
+@functools.lru_cache(maxsize=1024)
 def _address_literal(peer: str) -> str:
     try:
         ip = ipaddress.ip_address(peer)
@@ -31,7 +39,7 @@ def received_header(*, helo: str, peer: str, hostname: str, extended: bool, tls:
         cipher = f" with cipher {tls_cipher}" if tls_cipher else ""
         lines.append(f"\t(using {tls_version}{cipher})")
     lines.append(f"\tby {hostname} (elemta) with {protocol_name(extended, tls)} id {queue_id}")
-    date = format_datetime(datetime.fromtimestamp(now, timezone.utc))
+    date = _date(int(now))
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {date}")
     else:

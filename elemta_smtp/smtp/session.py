@@ -85,6 +85,11 @@ class Session:
         self._queue_id = ""
         self._shutdown_requested = False
 
+    @property
+    def pending_input(self) -> int:
+        """Bytes received but not yet read (held while a message is being stored)."""
+        return len(self._buf)
+
     # --- the adapter's entry points -------------------------------------------------
 
     def start(self) -> list[Action]:

@@ -24,6 +24,10 @@ class State(enum.Enum):
     TLS_PENDING = "tls-pending"  # 220 to STARTTLS sent; input is discarded until the handshake
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hash them by identity too (in C),
+    # not by Enum's Python-level hash of the name (the tables below are hit per command).
+    __hash__ = object.__hash__
+
 
 class Event(enum.Enum):
     HELLO = "hello"              # HELO or EHLO accepted
@@ -36,6 +40,8 @@ class Event(enum.Enum):
     DELIVERED = "delivered"      # the sink answered (stored or failed)
     STARTTLS = "starttls"        # 220 Ready to start TLS sent
     TLS_DONE = "tls-done"        # handshake finished: everything is forgotten
+
+    __hash__ = object.__hash__  # see State
 
 
 COMMAND_STATES = frozenset({State.INIT, State.GREETED, State.MAIL, State.RCPT})

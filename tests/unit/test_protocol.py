@@ -15,6 +15,7 @@ from twisted.logger import LogEvent, globalLogPublisher
 from zope.interface import directlyProvides
 
 from elemta_smtp.smtp import replies
+from elemta_smtp.smtp.connection import PAUSE_INPUT_BYTES
 from elemta_smtp.smtp.protocol import SMTPConnection, SMTPServer, set_tcp_nodelay
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.smtp.sink import DeliveryFailed
@@ -129,19 +130,38 @@ def test_no_stock_twisted_starttls_offer_without_tls(harness: Harness) -> None:
     assert server.settings.starttls_available is False
 
 
-def test_reading_paused_while_delivering() -> None:
-    """While the sink commits, reading stops and pipelined commands wait; both resume after."""
+def test_pipelined_input_held_while_delivering_without_pausing() -> None:
+    """While the sink commits, pipelined commands wait in the session (reading goes on:
+    no pause per message) and are answered after the 250."""
     harness = Harness(auto_commit=False)
     protocol, transport = harness.connect()
     protocol.dataReceived(ENVELOPE + BODY + b".\r\nNOOP\r\n")
-    assert transport.producerState == "paused"
+    assert transport.producerState == "producing"
     out = take(transport)
     assert b"queued" not in out and not out.endswith(replies.OK)
     writer = harness.sink.writers[0]
     assert writer.committed is not None
     writer.committed.callback(None)
     assert take(transport).endswith(b"\r\n" + replies.OK)
+
+
+def test_reading_paused_when_input_piles_up_while_delivering() -> None:
+    """More than PAUSE_INPUT_BYTES received during a delivery stops reading; the
+    reply resumes it and the held input is then read."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
     assert transport.producerState == "producing"
+    protocol.dataReceived(b"NOOP\r\n" * (PAUSE_INPUT_BYTES // 6 + 1))
+    assert transport.producerState == "paused"
+    take(transport)
+    writer = harness.sink.writers[0]
+    assert writer.committed is not None
+    writer.committed.callback(None)
+    assert transport.producerState == "producing"
+    out = take(transport)
+    assert out.count(replies.OK) == PAUSE_INPUT_BYTES // 6 + 1
+    assert protocol.session is not None and protocol.session.pending_input == 0
 
 
 @pytest.mark.parametrize(("error", "expected"), [
@@ -321,10 +341,10 @@ def test_write_backpressure_pauses_reading() -> None:
     assert transport.producerState == "paused"
     protocol.resumeProducing()
     assert transport.producerState == "producing"
-    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n" + b"NOOP\r\n" * (PAUSE_INPUT_BYTES // 6 + 1))
     protocol.pauseProducing()
     protocol.resumeProducing()
-    assert transport.producerState == "paused"  # still waiting for the delivery
+    assert transport.producerState == "paused"  # still holding too much input for the delivery
 
 
 class TCPLike:
