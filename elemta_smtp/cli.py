@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         from elemta_smtp.acme.commands import cert_renew_main
 
         return cert_renew_main(loaded, out)
-    from elemta_smtp.acme.commands import cert_test_main
+    from elemta_smtp.acme.diagnose import cert_test_main
 
     return cert_test_main(loaded, args.dry_run, out)
 

@@ -6,15 +6,14 @@ verification is done: the point is only to read the served serial.
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 
 from elemta_smtp.config import Config
+from elemta_smtp.pidfile import live_pid
 from elemta_smtp.units import Address
 
 
@@ -32,23 +31,6 @@ class ProbeResult:
     @property
     def serial_hex(self) -> str | None:
         return None if self.serial is None else format(self.serial, "x")
-
-
-def daemon_pid(pid_file: Path) -> int | None:
-    """The pid in ``pid_file`` if that process is alive, else None."""
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return pid  # alive, owned by another user
-    except OSError:
-        return None
-    return pid
 
 
 def _connect_host(address: Address) -> str:
@@ -73,7 +55,7 @@ def probe_daemon_serial(config: Config, server_name: str | None = None,
                         timeout: float = 5.0) -> ProbeResult | None:
     """If the daemon in ``[server] pid_file`` is alive, handshake with it and read the served
     serial (sending ``server_name`` as SNI). None when no daemon runs or TLS is off."""
-    pid = daemon_pid(config.server.pid_file)
+    pid = live_pid(config.server.pid_file)
     target = probe_target(config)
     if pid is None or target is None:
         return None

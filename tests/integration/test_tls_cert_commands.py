@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.acme.commands import cert_renew_main, cert_test_main, wrong_user
+from elemta_smtp.acme.commands import cert_renew_main, wrong_user
+from elemta_smtp.acme.diagnose import cert_test_main
 from elemta_smtp.config import load_config
 from tests.support import Setup, running_daemon
 

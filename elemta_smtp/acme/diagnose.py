@@ -1,0 +1,212 @@
+"""``elemta cert test``: a step-by-step diagnosis of what certificate issuance
+needs (config, DNS, this host's addresses, the HTTP-01 listener and a probe token
+fetched back through the domain, the ACME directory, optionally a certbot
+--dry-run), each step marked with what to fix."""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import ipaddress
+import json
+import os
+import secrets
+import socket
+import ssl
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from elemta_smtp.acme.commands import EXIT_FAILURE, EXIT_OK, run_certbot, wrong_user
+from elemta_smtp.acme.runner import certonly_command
+from elemta_smtp.config import Config
+from elemta_smtp.tls import store
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve(domain: str) -> list[str]:
+    """The domain's A and AAAA addresses."""
+    infos = socket.getaddrinfo(domain, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def is_local_address(address: str) -> bool:
+    """Whether ``address`` belongs to this host: binding to it works only if it does."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError as exc:
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            return False
+        raise
+    return True
+
+
+class Report:
+    """Prints one line per step: [ ok ], [FAIL], [warn] or [skip], with what to do."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failed = 0
+
+    def ok(self, text: str) -> None:
+        print(f"[ ok ] {text}", file=self.out)
+
+    def fail(self, text: str, fix: str) -> None:
+        self.failed += 1
+        print(f"[FAIL] {text}\n       fix: {fix}", file=self.out)
+
+    def warn(self, text: str) -> None:
+        print(f"[warn] {text}", file=self.out)
+
+    def skip(self, text: str) -> None:
+        print(f"[skip] {text}", file=self.out)
+
+
+def _fetch_token(address: str, port: int, domain: str, token: str, timeout: float) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection(address, port, timeout=timeout)
+    try:
+        connection.request("GET", f"/.well-known/acme-challenge/{token}",
+                           headers={"Host": domain if port == 80 else f"{domain}:{port}"})
+        response = connection.getresponse()
+        return response.status, response.read(4096)
+    finally:
+        connection.close()
+
+
+def check_http01(config: Config, addresses: Sequence[str], report: Report,
+                 timeout: float = 10.0) -> None:
+    """The HTTP-01 listener answers, and a probe token in the webroot comes back through
+    http://<domain>/.well-known/acme-challenge/<token> at every resolved address."""
+    le = config.tls.letsencrypt
+    http_addr = le.http_addr
+    if http_addr is None:
+        report.skip("HTTP-01: [tls.letsencrypt] http_addr is off (another certbot authenticator "
+                    "must answer challenges)")
+        return
+    local = http_addr.host or "127.0.0.1"
+    if ipaddress.ip_address(local).is_unspecified:
+        local = "127.0.0.1"
+    try:
+        with socket.create_connection((local, http_addr.port), timeout=timeout):
+            pass
+        report.ok(f"HTTP-01 listener answers on {http_addr}")
+    except OSError as exc:
+        report.fail(f"nothing answers on the HTTP-01 listener {http_addr}: {exc.strerror or exc}",
+                    "start the daemon (`systemctl start elemta` or `elemta serve`)")
+        return
+    if http_addr.port != 80:
+        report.warn(f"http_addr uses port {http_addr.port}: the CA always connects to port 80, "
+                    "so port 80 must be forwarded to it")
+    if not addresses:
+        report.skip(f"HTTP-01 probe through http://{le.domain}/: the domain does not resolve")
+        return
+    token = secrets.token_urlsafe(24)
+    content = secrets.token_urlsafe(32).encode()
+    folder = store.challenge_dir(le.cache_dir)
+    path = folder / token
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o644)
+    except OSError as exc:
+        report.fail(f"cannot write a probe token into {folder}: {exc.strerror or exc}",
+                    "run `elemta cert test` as the elemta user (or root)")
+        return
+    try:
+        for address in addresses:
+            url = f"http://{le.domain}:{http_addr.port}/.well-known/acme-challenge/{token}"
+            try:
+                status, body = _fetch_token(address, http_addr.port, le.domain, token, timeout)
+            except OSError as exc:
+                report.fail(f"fetching {url} via {address} failed: {exc.strerror or exc}",
+                            f"open port {http_addr.port} to this host in firewalls/NAT, or fix "
+                            f"the DNS record of {le.domain}")
+                continue
+            if status == 200 and body == content:
+                report.ok(f"probe token fetched back from {url} via {address}")
+            else:
+                report.fail(f"{url} via {address} answered HTTP {status} without the probe token",
+                            f"{address} is not served by this elemta: fix the DNS record of "
+                            f"{le.domain} or the port forwarding to {http_addr}")
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def check_directory(url: str, report: Report, timeout: float = 15.0) -> None:
+    """GET the ACME directory (trusting REQUESTS_CA_BUNDLE when set, as certbot does)."""
+    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or None
+    context = ssl.create_default_context(cafile=cafile)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
+            directory = json.loads(response.read(1 << 20))
+    except (OSError, ValueError) as exc:
+        report.fail(f"ACME directory {url} not reachable: {exc}",
+                    "allow outgoing HTTPS from this host; check [tls.letsencrypt] directory_url "
+                    "(and REQUESTS_CA_BUNDLE for a private CA)")
+        return
+    missing = [k for k in ("newNonce", "newAccount", "newOrder") if k not in directory]
+    if missing:
+        report.fail(f"{url} is not an ACME directory (no {', '.join(missing)})",
+                    "set [tls.letsencrypt] directory_url to the CA's directory URL")
+    else:
+        report.ok(f"ACME directory {url} reachable")
+
+
+def cert_test_main(config: Config, dry_run: bool, out: TextIO,
+                   resolver: Resolver = resolve) -> int:
+    """``elemta cert test``: diagnose step by step; exit 0 only when nothing failed."""
+    report = Report(out)
+    le = config.tls.letsencrypt
+    report.ok(f"config {config.path or '(embedded)'} is valid")
+    if not le.enabled:
+        report.warn("[tls.letsencrypt] enabled = false: elemta will not obtain certificates "
+                    "by itself")
+    try:
+        addresses = resolver(le.domain)
+    except (OSError, UnicodeError) as exc:
+        addresses = []
+        report.fail(f"DNS: {le.domain} does not resolve: {exc}",
+                    f"create an A (and/or AAAA) record for {le.domain} pointing at this server")
+    if addresses:
+        report.ok(f"DNS: {le.domain} resolves to {', '.join(addresses)}")
+        local = [a for a in addresses if is_local_address(a)]
+        if len(local) == len(addresses):
+            report.ok(f"DNS: {', '.join(local)} {'is' if len(local) == 1 else 'are'} "
+                      "this host's")
+        elif local:
+            others = [a for a in addresses if a not in local]
+            report.warn(f"DNS: {', '.join(others)} {'is' if len(others) == 1 else 'are'} not "
+                        "this host's: the CA may pick any of the addresses, so every one must "
+                        "reach this server")
+        else:
+            report.warn(f"DNS: none of {', '.join(addresses)} is an address of this host: fine "
+                        "behind NAT with port forwarding, otherwise fix the DNS record")
+    check_http01(config, addresses, report)
+    check_directory(le.acme_directory, report)
+    refusal = wrong_user(le.cache_dir, f"elemta cert test --dry-run -c {config.path or 'PATH'}")
+    if dry_run and refusal:
+        report.fail("certbot --dry-run: not run as root", refusal.removeprefix("error: "))
+    elif dry_run:
+        if report.failed:
+            report.skip("certbot --dry-run: fix the failures above first")
+        else:
+            try:
+                argv = certonly_command(config, dry_run=True)
+            except ValueError as exc:
+                report.fail(f"certbot --dry-run: {exc}", "pass -c PATH")
+            else:
+                done = run_certbot(argv, config.tls.renewal.renewal_timeout)
+                if done.ok:
+                    report.ok("certbot --dry-run: a test certificate was issued (nothing saved)")
+                else:
+                    report.fail(f"certbot --dry-run failed: {done.reason}",
+                                "read the reason above and certbot's log in "
+                                f"{le.cache_dir / 'certbot' / 'logs'}")
+    if report.failed:
+        print(f"{report.failed} check(s) failed.", file=out)
+        return EXIT_FAILURE
+    print("all checks passed.", file=out)
+    return EXIT_OK
