@@ -51,6 +51,7 @@ from elemta_smtp.acme.runner import (
 from elemta_smtp.acme.state import Event, State, load_state, save_state, state_path
 from elemta_smtp.config import Config
 from elemta_smtp.notify import ConnectReactor, Mailer
+from elemta_smtp.tls.errors import StoreError
 
 log = Logger(namespace="elemta.acme")
 
@@ -325,7 +326,7 @@ class CertManager(Service):
     def _save(self) -> bool:
         try:
             save_state(self._state_file, self._state)
-        except OSError as exc:
+        except StoreError as exc:
             log.error("cannot write {path}: {error}; notices may be mailed again after a "
                       "restart", path=str(self._state_file), error=str(exc))
             return False

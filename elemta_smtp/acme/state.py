@@ -19,6 +19,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from elemta_smtp.tls import store
+
 log = Logger(namespace="elemta.acme.state")
 
 STATE_FILE = "state.json"
@@ -190,25 +192,7 @@ def load_state(path: Path) -> State:
 
 
 def save_state(path: Path, state: State) -> None:
-    """Write the state atomically and durably. Raises ``OSError`` on failure; the
-    old file is then left as it was."""
+    """Write the state atomically and durably (the cache store's atomic write).
+    Raises ``StoreError`` on failure; the old file is then left as it was."""
     data = (json.dumps(state_to_json(state), indent=2, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    store.atomic_write(path, data)

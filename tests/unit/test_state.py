@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
 
 from elemta_smtp.acme.state import Event, Seen, State, load_state, save_state
+from elemta_smtp.tls.errors import StoreError
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -57,14 +59,20 @@ def test_save_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["sent"] == ["expiry:0a:14", "expiry:0a:30"]
 
 
-def test_failed_save_keeps_old_file(tmp_path: Path) -> None:
-    """When the temp file cannot be written, save raises and the old state stays intact."""
+def test_failed_save_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the disk refuses the write, save raises, the old state stays intact and no temp is left."""
     path = tmp_path / "state.json"
     save_state(path, full_state())
-    (tmp_path / f".state.json.{os.getpid()}.tmp").mkdir()  # in the way of the temp file
-    with pytest.raises(OSError):
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(StoreError, match="No space left on device"):
         save_state(path, State())
+    monkeypatch.undo()
     assert load_state(path) == full_state()
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
 @pytest.mark.parametrize("text", [
