@@ -145,11 +145,17 @@ def reset_peak_rss(pid: int) -> int:
 
 
 def all_greeted(port: int, count: int) -> bool:
-    """Whether ``count`` simultaneous new connections all get the 220 greeting."""
+    """Whether ``count`` simultaneous new connections all get the 220 greeting. They are then
+    ended with QUIT and the server's close awaited, so their slots are free again on return."""
     wires: list[Wire] = []
     try:
         wires = [Wire(port) for _ in range(count)]
-        return all(w.reply().startswith(b"220 ") for w in wires)
+        if not all(w.reply().startswith(b"220 ") for w in wires):
+            return False
+        for wire in wires:
+            assert wire.command(b"QUIT") == replies.BYE
+            wire.wait_closed()
+        return True
     except ConnectionError:
         return False
     finally:

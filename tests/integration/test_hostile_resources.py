@@ -4,6 +4,7 @@ oversized messages, clients that never read, connection floods, idle and dribbli
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from tests.integration.test_hostile import (
     HOST,
     Wire,
     all_greeted,
+    client_context,
     greeted,
     maildir,
     open_data,
@@ -106,33 +108,6 @@ def test_message_at_the_limit_is_accepted(daemon: Daemon) -> None:
     assert len(maildir(setup, "edge")) == 1
 
 
-def test_client_that_never_reads_cannot_make_replies_pile_up(daemon: Daemon) -> None:
-    """A client pipelining 32 MiB of NOOPs without reading a reply: the daemon stops reading
-    (TCP backpressure) instead of buffering ~80 MiB of replies, and serves others meanwhile."""
-    before = warm_up(daemon)
-    hog = socket.create_connection((HOST, daemon.setup.smtp_port), timeout=DEADLINE)
-    hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    try:
-        hog.setblocking(False)
-        sent, payload = 0, b"NOOP\r\n" * 10_000
-        deadline = time.monotonic() + 5.0
-        progress = time.monotonic()
-        # Send until the daemon stops taking bytes for half a second (or 32 MiB went through).
-        while sent < 32 * MIB and time.monotonic() < deadline and time.monotonic() - progress < 0.5:
-            try:
-                sent += hog.send(payload)
-                progress = time.monotonic()
-            except BlockingIOError:
-                time.sleep(0.01)
-        with greeted(daemon.setup.smtp_port) as other:
-            assert other.command(b"NOOP") == replies.OK
-    finally:
-        hog.close()
-    assert sent < 32 * MIB, "the daemon read 32 MiB of commands from a client that reads nothing"
-    growth = peak_growth(daemon, before)
-    assert growth < 8 * 1024, f"peak RSS grew {growth} KiB"
-
-
 @pytest.fixture(scope="module")
 def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """max_connections = 5, idle_timeout = 2s."""
@@ -202,3 +177,46 @@ def test_slowloris_command_line_is_cut_off(capped: Daemon) -> None:
         start = time.monotonic()
         dribble(wire, b"NOOP" + b" " * 100, 0.4, start + 4)
         wire.wait_closed(timeout=0.5)
+
+
+def flood_without_reading(sock: socket.socket, limit: int) -> int:
+    """Send pipelined NOOPs, reading nothing, until the daemon stops taking bytes for half a
+    second or ``limit`` bytes went through; returns the bytes sent."""
+    sock.setblocking(False)
+    sent, payload = 0, b"NOOP\r\n" * 10_000
+    deadline = time.monotonic() + 5.0
+    progress = time.monotonic()
+    while sent < limit and time.monotonic() < deadline and time.monotonic() - progress < 0.5:
+        try:
+            sent += sock.send(payload)
+            progress = time.monotonic()
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            time.sleep(0.01)
+    return sent
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["plain", "implicit-tls"])
+def test_client_that_never_reads_cannot_make_replies_pile_up(capped: Daemon,
+                                                             implicit_tls: bool) -> None:
+    """A client pipelining 32 MiB of NOOPs without reading a reply: the daemon stops reading
+    (backpressure) instead of buffering ~75 MiB of replies, serves others meanwhile, and drops
+    the stuck client within 2 x idle_timeout (2s)."""
+    setup = capped.setup
+    before = warm_up(capped)
+    closed = capped.log().count("closed (idle timeout)")
+    port = setup.smtps_port if implicit_tls else setup.smtp_port
+    raw = socket.create_connection((HOST, port), timeout=DEADLINE)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog = client_context().wrap_socket(raw) if implicit_tls else raw
+    try:
+        started = time.monotonic()
+        sent = flood_without_reading(hog, 32 * MIB)
+        with greeted(setup.smtp_port) as other:
+            assert other.command(b"NOOP") == replies.OK
+        capped.wait_for_log("closed (idle timeout)", count=closed + 1,
+                            timeout=2 * 2.0 + 1.5 - (time.monotonic() - started))
+    finally:
+        hog.close()
+    assert sent < 32 * MIB, "the daemon read 32 MiB of commands from a client that reads nothing"
+    growth = peak_growth(capped, before)
+    assert growth < 8 * 1024, f"peak RSS grew {growth} KiB"
