@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -133,23 +133,36 @@ class Config:
 
 
 
-def _line_index(text: str) -> dict[str, int]:
-    """Map "section.key" (and "section") to the line it is written on.
-
-    A line scanner, enough for the plain layout elemta.toml uses: table headers
-    and ``key = value`` lines.
-    """
-    index: dict[str, int] = {}
+def _written(text: str) -> Iterator[tuple[str, int, bool]]:
+    """Yield ("section.key" or "section", line, is_key) for every table header and
+    ``key = value`` line: a line scanner, enough for the plain layout elemta.toml uses."""
     table = ""
     header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\- ]+?)\s*\]")
     key = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
     for number, line in enumerate(text.splitlines(), start=1):
         if m := header.match(line):
             table = re.sub(r"\s+", "", m.group(1))
-            index.setdefault(table, number)
+            yield table, number, False
         elif m := key.match(line):
-            index.setdefault(f"{table}.{m.group(1)}" if table else m.group(1), number)
+            yield (f"{table}.{m.group(1)}" if table else m.group(1)), number, True
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map "section.key" (and "section") to the line it is first written on."""
+    index: dict[str, int] = {}
+    for name, number, _ in _written(text):
+        index.setdefault(name, number)
     return index
+
+
+def _repeated_key(text: str) -> tuple[str, int] | None:
+    """The first key written twice in one table, and the line of its second writing."""
+    seen: set[str] = set()
+    for name, number, is_key in _written(text):
+        if is_key and name in seen:
+            return name, number
+        seen.add(name)
+    return None
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -201,6 +214,10 @@ def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None
         doc = tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
         raise ConfigError([Problem(path, "", exc.line, f"not valid TOML: {exc}")]) from None
+    except tomlkit.exceptions.TOMLKitError as exc:  # a key given twice in one table
+        key, line = _repeated_key(text) or ("", None)
+        raise ConfigError([Problem(path, key, line, f"not valid TOML: {exc} "
+                                   "(each key may appear once per table: delete one)")]) from None
     lines = _line_index(text)
     problems: list[Problem] = []
     raw = _flatten(_unwrap(doc), path, lines, problems)  # type: ignore[arg-type]

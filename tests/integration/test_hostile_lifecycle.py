@@ -220,10 +220,7 @@ def write_config(tmp_path: Path, text: str) -> Path:
 
 
 CASES = [pytest.param(text, fragments, id=name) for name, (text, fragments) in BAD_CONFIGS.items()]
-CASES.append(pytest.param(*DUPLICATE_KEY, id="duplicate-key", marks=pytest.mark.xfail(
-    strict=True, reason="a key given twice in one table makes tomlkit raise KeyAlreadyPresent, "
-    "which config.parse_config does not catch: a Python traceback and exit 1 instead of a "
-    "problem naming file, line and key with exit 78")))
+CASES.append(pytest.param(*DUPLICATE_KEY, id="duplicate-key"))
 
 
 @pytest.mark.parametrize(("text", "fragments"), CASES)

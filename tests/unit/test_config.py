@@ -135,6 +135,8 @@ def test_acme_directory_choice() -> None:
         ('[notify]\nrelay = "smtp.example.net"\n', '"host:port"'),
         ('[server]\nlisten_addr = ""\n[tls]\nenabled = false\n', "no listener left"),
         ("[server\n", "not valid TOML"),
+        ('[server]\nhostname = "a.b"\nhostname = "c.d"\n',
+         'e.toml:3: [server.hostname] not valid TOML: Key "hostname" already exists.'),
         ("server = 3\n", "must be a table [server]"),
     ],
     ids=lambda v: v.split("\n")[1] if "\n" in v and v.split("\n")[1] else v[:30],
