@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from elemta_smtp.acme.http01 import http01_site
-from elemta_smtp.acme.manager import CertManager, DaemonReactor, build_manager
+from elemta_smtp.acme.manager import CertManager
+from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.config import Config
 from elemta_smtp.errors import ElemtaError
 from elemta_smtp.pidfile import check_pid_file, remove_pid_file, write_pid_file

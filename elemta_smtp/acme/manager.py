@@ -17,14 +17,11 @@ updates the state and mails "renewed" just the same.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography import x509
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -41,16 +38,13 @@ from elemta_smtp.acme.renewal import (
 from elemta_smtp.acme.runner import (
     Cancellable,
     Clock,
-    ProcessRunner,
     RunResult,
-    SpawnReactor,
     cert_name,
     certonly_command,
     renew_command,
 )
 from elemta_smtp.acme.state import Event, State, load_state, save_state, state_path
 from elemta_smtp.config import Config
-from elemta_smtp.notify import ConnectReactor, Mailer
 from elemta_smtp.tls.errors import StoreError
 
 log = Logger(namespace="elemta.acme")
@@ -364,68 +358,3 @@ class CertManager(Service):
                          to=", ".join(recipients))
             self._state = notices.mark_sent(self._state, notice)
             self._save()
-
-
-# --- wiring for the daemon ---
-
-
-_CERT_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
-def _not_before(source: Path | None, fallback: datetime) -> datetime:
-    """The leaf's not_before, read from the served file (first certificate in it)."""
-    if source is None:
-        return fallback
-    try:
-        match = _CERT_PEM.search(source.read_bytes())
-        if match is None:
-            return fallback
-        return x509.load_pem_x509_certificate(match.group(0)).not_valid_before_utc
-    except (OSError, ValueError):
-        return fallback
-
-
-def facts_from_served(served: Iterable[Any], domain: str, cache_dir: Path) -> CertFacts | None:
-    """Pick the certificate served for ``domain`` out of ``ServerTLS.served()``: one
-    from the cache's live/ folder that names the domain, the latest expiring;
-    else the bootstrap certificate (as ``is_bootstrap``); else None."""
-    live = (cache_dir / "live").resolve()
-    best: CertFacts | None = None
-    bootstrap: CertFacts | None = None
-    for item in served:
-        serial = item.serial if isinstance(item.serial, str) else format(item.serial, "x")
-        not_after: datetime = item.not_after
-        source: Path | None = getattr(item, "source", None)
-        not_before = getattr(item, "not_before", None) or _not_before(
-            source, not_after - timedelta(days=90))
-        facts = CertFacts(serial=serial, not_before=not_before, not_after=not_after,
-                          names=tuple(item.names), is_bootstrap=bool(item.is_bootstrap))
-        if facts.is_bootstrap:
-            bootstrap = facts
-            continue
-        in_live = source is not None and source.resolve().parent == live
-        if in_live and facts.covers(domain) and (best is None or facts.not_after > best.not_after):
-            best = facts
-    return best or bootstrap
-
-
-class ServedSource(Protocol):
-    """What the manager needs of ``ServerTLS``."""
-
-    def served(self) -> Iterable[Any]: ...
-    def reload(self) -> object: ...
-
-
-class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
-    """The reactor interfaces the manager, runner and mailer use together."""
-
-
-def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> CertManager:
-    """The manager as the daemon runs it: certbot through the reactor, notices by SMTP."""
-    le = config.tls.letsencrypt
-
-    def served() -> CertFacts | None:
-        return facts_from_served(tls.served(), le.domain, le.cache_dir)
-
-    return CertManager(config, served, reactor, ProcessRunner(reactor), Mailer(config, reactor),
-                       reload=tls.reload)

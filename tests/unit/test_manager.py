@@ -14,12 +14,14 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 
-from elemta_smtp.acme.manager import CertManager, facts_from_served
+from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.acme.runner import RunResult
+from elemta_smtp.acme.wiring import facts_from_served
 from elemta_smtp.config import Config, parse_config
 from elemta_smtp.notify import NotifyError
+from elemta_smtp.tls.context import ServedCertificate
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DOMAIN = "mail.example.com"
@@ -309,13 +311,11 @@ def test_no_recipients_logs_notice(world: World) -> None:
     assert "no [notify] recipients" in text
 
 
-@dataclass
-class Served:
-    names: tuple[str, ...]
-    serial: int
-    not_after: datetime
-    source: Path
-    is_bootstrap: bool
+def served_cert(names: tuple[str, ...], serial: int, not_after: datetime, source: Path,
+                is_bootstrap: bool) -> ServedCertificate:
+    return ServedCertificate(names=names, serial=serial, not_before=not_after - timedelta(days=45),
+                             not_after=not_after, source=source, is_bootstrap=is_bootstrap,
+                             is_default=False)
 
 
 def test_facts_from_served_picks_live_certificate(tmp_path: Path) -> None:
@@ -323,14 +323,14 @@ def test_facts_from_served_picks_live_certificate(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     end = T0 + timedelta(days=90)
     served = [
-        Served(("other.example.com",), 1, end, cache / "live" / "other.example.com.pem", False),
-        Served((DOMAIN,), 2, end, tmp_path / "hand.pem", False),
-        Served((DOMAIN,), 0xAB, end, cache / "live" / f"{DOMAIN}.pem", False),
-        Served((DOMAIN,), 9, end, cache / "bootstrap.pem", True),
+        served_cert(("other.example.com",), 1, end, cache / "live" / "other.example.com.pem", False),
+        served_cert((DOMAIN,), 2, end, tmp_path / "hand.pem", False),
+        served_cert((DOMAIN,), 0xAB, end, cache / "live" / f"{DOMAIN}.pem", False),
+        served_cert((DOMAIN,), 9, end, cache / "bootstrap.pem", True),
     ]
     facts = facts_from_served(served, DOMAIN, cache)
     assert facts is not None and facts.serial == "ab" and not facts.is_bootstrap
-    assert facts.not_before == end - timedelta(days=90)  # file unreadable: assumed 90 days
+    assert facts.not_before == end - timedelta(days=45)  # the served certificate's own start
     only_boot = facts_from_served(served[3:], DOMAIN, cache)
     assert only_boot is not None and only_boot.is_bootstrap
     assert facts_from_served([], DOMAIN, cache) is None

@@ -1,0 +1,58 @@
+"""The certificate manager as the daemon runs it: what it is told about the served
+certificate, certbot through the reactor, notices by SMTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from elemta_smtp.acme.manager import CertManager
+from elemta_smtp.acme.renewal import CertFacts
+from elemta_smtp.acme.runner import Clock, ProcessRunner, SpawnReactor
+from elemta_smtp.config import Config
+from elemta_smtp.notify import ConnectReactor, Mailer
+from elemta_smtp.tls.context import ServedCertificate
+
+
+def facts_from_served(served: Iterable[ServedCertificate], domain: str,
+                      cache_dir: Path) -> CertFacts | None:
+    """Pick the certificate served for ``domain`` out of ``ServerTLS.served()``: one
+    from the cache's live/ folder that names the domain, the latest expiring;
+    else the bootstrap certificate (as ``is_bootstrap``); else None."""
+    live = (cache_dir / "live").resolve()
+    best: CertFacts | None = None
+    bootstrap: CertFacts | None = None
+    for item in served:
+        facts = CertFacts(serial=item.serial_hex, not_before=item.not_before,
+                          not_after=item.not_after, names=tuple(item.names),
+                          is_bootstrap=item.is_bootstrap)
+        if facts.is_bootstrap:
+            bootstrap = facts
+            continue
+        in_live = item.source.resolve().parent == live
+        if in_live and facts.covers(domain) and (best is None or facts.not_after > best.not_after):
+            best = facts
+    return best or bootstrap
+
+
+class ServedSource(Protocol):
+    """What the manager needs of ``ServerTLS``."""
+
+    def served(self) -> list[ServedCertificate]: ...
+    def reload(self) -> object: ...
+
+
+class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
+    """The reactor interfaces the manager, runner and mailer use together."""
+
+
+def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> CertManager:
+    """The manager as the daemon runs it: certbot through the reactor, notices by SMTP."""
+    le = config.tls.letsencrypt
+
+    def served() -> CertFacts | None:
+        return facts_from_served(tls.served(), le.domain, le.cache_dir)
+
+    return CertManager(config, served, reactor, ProcessRunner(reactor), Mailer(config, reactor),
+                       reload=tls.reload)
