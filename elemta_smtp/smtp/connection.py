@@ -121,6 +121,7 @@ class SMTPConnection(Protocol):
         self._peer = "?"
         self._timer: Any = None  # IDelayedCall
         self._last_input = 0.0  # when the client last sent something (the idle timer checks it)
+        self._line_started: float | None = None  # when the unfinished command line began
         self._paused: set[str] = set()
         self._producing = False  # registered with the transport as its producer
         self._closing = False
@@ -143,6 +144,10 @@ class SMTPConnection(Protocol):
             self._closing = True
             self.transport.write(refusal)
             self.transport.loseConnection()
+            # On the implicit-TLS port the 421 waits for a handshake that may never
+            # come: a refused connection gets one idle period, then it is dropped.
+            self._timer = server.clock.callLater(server.settings.idle_timeout,
+                                                 self.transport.abortConnection)
             return
         server.connections.add(self)
         settings = server.settings
@@ -163,6 +168,11 @@ class SMTPConnection(Protocol):
         actions = session.receive(data)
         if actions:
             self._run(actions)
+        if session.partial_command:  # a command line must arrive whole within idle_timeout
+            if self._line_started is None or b"\n" in data:  # this packet began the line
+                self._line_started = self._last_input
+        else:
+            self._line_started = None
         if session.state is State.DELIVERING and session.pending_input > PAUSE_INPUT_BYTES:
             self._pause("input")
 
@@ -196,7 +206,7 @@ class SMTPConnection(Protocol):
                      reason=reason.getErrorMessage())
         log.info("connection from {peer} closed ({close_reason}): tls={tls} messages={messages}",
                  peer=self._peer, close_reason=session.close_reason,
-                 tls=session.tls_version or ("yes" if session.tls_active else "no"),
+                 tls=session.tls_version or ("not completed" if session.tls_active else "no"),
                  messages=session.messages)
         self._server.connection_lost(self)
 
@@ -294,7 +304,10 @@ class SMTPConnection(Protocol):
         if self._closing:
             self.transport.abortConnection()
             return
-        left = self._last_input + settings.idle_timeout - clock.seconds()
+        deadline = self._last_input + settings.idle_timeout
+        if self._line_started is not None:  # slowloris: bytes trickle, the line never ends
+            deadline = min(deadline, self._line_started + settings.idle_timeout)
+        left = deadline - clock.seconds()
         if left > 0:
             self._timer = clock.callLater(left, self._idle)
             return
@@ -302,7 +315,17 @@ class SMTPConnection(Protocol):
         if session is not None and session.state is State.DELIVERING:
             self._timer = clock.callLater(settings.idle_timeout, self._idle)
             return
-        log.info("closing idle connection from {peer}", peer=self._peer)
+        if session is not None and (session.state is State.TLS_PENDING
+                                    or (self._implicit_tls and session.tls_version is None)):
+            log.info("dropping {peer}: no TLS handshake within the idle timeout", peer=self._peer)
+            self._closing = True  # a reply could only wait for the handshake: drop it now
+            self.transport.abortConnection()
+            return
+        if self._line_started is not None and self._last_input > self._line_started:
+            log.info("closing connection from {peer}: one command line took longer than the "
+                     "idle timeout", peer=self._peer)
+        else:
+            log.info("closing idle connection from {peer}", peer=self._peer)
         self._timer = clock.callLater(settings.idle_timeout, self._idle)
         if session is not None:
             self._run(session.timeout())

@@ -26,6 +26,8 @@ TOO_MANY_ERRORS = b"421 4.7.0 Too many errors\r\n"
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections, try again later\r\n"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down\r\n"
 NON_SMTP_COMMAND = b"421 4.7.0 Non-SMTP command, closing connection\r\n"
+TLS_ON_PLAIN_PORT = (b"421 4.7.0 TLS handshake on a plain SMTP port: send STARTTLS first, "
+                     b"or use the implicit-TLS port\r\n")
 
 # --- 5xx: bad command sequence (RFC 5321 4.3.2) ---
 NEED_HELO = b"503 5.5.1 Send HELO/EHLO first\r\n"

@@ -86,6 +86,11 @@ class Session:
         self._shutdown_requested = False
 
     @property
+    def partial_command(self) -> bool:
+        """A command line has begun and not ended (or an over-long one is being skipped)."""
+        return self.state in COMMAND_STATES and (bool(self._buf) or self._skipping_line)
+
+    @property
     def pending_input(self) -> int:
         """Bytes received but not yet read (held while a message is being stored)."""
         return len(self._buf)
@@ -101,6 +106,11 @@ class Session:
         read once ``delivery_done`` is called; while TLS is starting, discarded."""
         out: list[Action] = []
         if self.state is State.TLS_PENDING or self.state is State.CLOSED:
+            return out
+        if (data[:1] == b"\x16" and not self._buf and self.state is State.INIT
+                and not self.tls_active):  # a TLS ClientHello where SMTP was expected
+            out.append(Reply(replies.TLS_ON_PLAIN_PORT))
+            self._close(out, "TLS handshake on the plain port")
             return out
         self._buf += data
         self._process(out)

@@ -166,10 +166,6 @@ def dribble(wire: Wire, data: bytes, interval: float, until: float) -> int:
     return sent
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "no per-command or per-session deadline: a client sending one byte every 0.4 s resets "
-    "idle_timeout forever, so max_connections such clients hold every slot (slowloris); "
-    "a command line (or DATA) should have to finish within idle_timeout"))
 def test_slowloris_command_line_is_cut_off(capped: Daemon) -> None:
     """One command line dribbled a byte per 0.4 s is cut off (421) once it has taken longer
     than idle_timeout (2s) in total, instead of holding a connection slot forever."""

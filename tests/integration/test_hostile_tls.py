@@ -207,11 +207,6 @@ def test_connection_cap_covers_the_implicit_tls_port(daemon: Daemon) -> None:
             wire.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "connections refused at max_connections on the implicit-TLS port are never closed if the "
-    "client sends no ClientHello: SMTPConnection.connectionMade writes the 421 and calls "
-    "loseConnection, TLSMemoryBIOProtocol keeps the unsent 421 waiting for a handshake, and a "
-    "refused connection has no idle timer, so the cap can be bypassed to exhaust descriptors"))
 def test_refused_silent_implicit_tls_connections_are_closed(daemon: Daemon) -> None:
     """Connections to the implicit-TLS port refused at the cap that never start TLS are closed
     within 2 x idle_timeout, like every other connection (no descriptor leak past the cap)."""

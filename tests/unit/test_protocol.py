@@ -237,14 +237,67 @@ def test_idle_timeout(harness: Harness) -> None:
 
 
 def test_idle_timer_reset_by_input(harness: Harness) -> None:
-    """Every received byte restarts the idle timer."""
+    """Every command received restarts the idle timer."""
     protocol, transport = harness.connect()
     for _ in range(5):
         harness.clock.advance(50)
-        protocol.dataReceived(b"N")
+        protocol.dataReceived(b"NOOP\r\n")
     harness.clock.advance(50)
     assert transport.connected
     harness.clock.advance(10)
+    assert not transport.connected
+
+
+def test_command_line_must_arrive_within_idle_timeout(harness: Harness) -> None:
+    """Slowloris: bytes of one command line trickling in do not keep a connection forever;
+    the line must be complete within idle_timeout of its first byte."""
+    protocol, transport = harness.connect()
+    take(transport)
+    protocol.dataReceived(b"N")
+    for _ in range(2):
+        harness.clock.advance(25)
+        protocol.dataReceived(b"O")
+    harness.clock.advance(9)
+    assert transport.connected
+    harness.clock.advance(1)
+    assert take(transport) == replies.idle_timeout("mx.example.com")
+    assert not transport.connected
+
+
+def test_completed_lines_restart_the_command_deadline(harness: Harness) -> None:
+    """A line that ends in time clears the deadline: the next line gets a full idle period."""
+    protocol, transport = harness.connect()
+    protocol.dataReceived(b"NO")
+    harness.clock.advance(50)
+    protocol.dataReceived(b"OP\r\nNO")
+    harness.clock.advance(50)
+    assert transport.connected
+    protocol.dataReceived(b"OP\r\n")
+    harness.clock.advance(59)
+    assert transport.connected
+
+
+def test_refused_connection_is_dropped_after_an_idle_period(harness: Harness) -> None:
+    """A connection refused at the cap whose 421 cannot be delivered (a TLS port waiting for a
+    handshake, a client not reading) is aborted after one idle period: no descriptor leak."""
+    harness.connect()
+    harness.connect()
+    stuck = fake_transport()  # never reports connectionLost by itself
+    refused: Any = harness.server.plain_factory().buildProtocol(PEER)
+    refused.makeConnection(stuck)
+    assert take(stuck) == replies.TOO_MANY_CONNECTIONS
+    assert stuck.disconnecting and not stuck.disconnected
+    harness.clock.advance(60)
+    assert stuck.disconnected
+
+
+def test_tls_client_hello_on_the_plain_port_is_told_at_once(harness: Harness) -> None:
+    """A TLS ClientHello sent where SMTP is expected gets one 421 naming the mistake and a close,
+    not a string of syntax errors until the idle timeout."""
+    protocol, transport = harness.connect()
+    take(transport)
+    protocol.dataReceived(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    assert take(transport) == replies.TLS_ON_PLAIN_PORT
     assert not transport.connected
 
 
