@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -20,6 +21,15 @@ from elemta_smtp.errors import ElemtaError
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 _SHOWN = frozenset({LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical})
+# Twisted's own lines for every port opened and closed; elemta logs its listeners itself.
+_PORT_CHATTER = re.compile(r"^(\S.* starting on \d+|\(\w+ Port \d+ Closed\))$")
+
+
+def is_port_chatter(event: LogEvent) -> bool:
+    """Is this Twisted's "X starting on 25" / "(TCP Port 25 Closed)" line?"""
+    text = event.get("log_text")
+    return (event.get("log_namespace") == "log_legacy" and isinstance(text, str)
+            and _PORT_CHATTER.match(text) is not None)
 
 
 @implementer(ILogObserver)
@@ -47,6 +57,8 @@ class LineObserver:
             return
         line = self._fast_line(event, namespace, level.name)
         if line is None:
+            if is_port_chatter(event):
+                return
             line = formatEventAsClassicLogText(event, self._time)
             if not line:
                 return
