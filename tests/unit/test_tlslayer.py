@@ -1,0 +1,246 @@
+"""The lean server TLS layer (tlslayer.py) with a real in-memory handshake: held
+early writes, pipelined records, close_notify, TLS errors, producers, STARTTLS."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any, cast
+
+import pytest
+from OpenSSL import SSL
+from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from elemta_smtp.smtp.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls
+from tests.unit.test_starttls import Client, ServerTLS
+
+GREETING = b"220 mx.example.com ESMTP\r\n"
+
+
+@implementer(IHandshakeListener)
+class App(Protocol):
+    """Records what the TLS layer hands the application; greets like an SMTP server."""
+
+    transport: Any
+
+    def __init__(self, greet: bool = True) -> None:
+        self.greet = greet
+        self.received: list[bytes] = []
+        self.handshakes = 0
+        self.lost: Failure | None = None
+
+    def connectionMade(self) -> None:
+        if self.greet:
+            self.transport.write(GREETING)
+
+    def handshakeCompleted(self) -> None:
+        self.handshakes += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self.lost = reason
+
+
+class Link:
+    """A ServerTLSLayer on a StringTransport and a pyOpenSSL client, moved by hand."""
+
+    def __init__(self, app: App | None = None) -> None:
+        self.app = app or App()
+        self.creator = ServerTLS()
+        factory = Factory.forProtocol(lambda: self.app)
+        self.layer = cast(Any, ServerTLSFactory(self.creator, factory).buildProtocol(None))
+        self.wire: Any = StringTransport()  # type: ignore[no-untyped-call]
+        self.layer.makeConnection(self.wire)
+        self.client = Client()
+
+    def to_server(self) -> None:
+        data = self.client.outgoing()
+        if data:
+            self.layer.dataReceived(data)
+
+    def to_client(self) -> None:
+        value: bytes = self.wire.value()
+        self.wire.clear()
+        self.client.incoming(value)
+
+    def handshake(self) -> None:
+        self.client.handshake()
+        for _ in range(5):
+            self.to_server()
+            self.to_client()
+
+
+@pytest.fixture
+def link() -> Link:
+    return Link()
+
+
+def test_early_write_waits_for_the_handshake(link: Link) -> None:
+    """The implicit-TLS greeting is held (nothing in plaintext) and arrives once, after the handshake."""
+    assert link.wire.value() == b""
+    link.handshake()
+    assert link.client.received == GREETING
+    assert link.app.handshakes == 1
+    assert link.layer.getHandle().get_protocol_version_name() == "TLSv1.3"
+    assert link.wire.producerState == "producing"
+
+
+def test_pipelined_records_in_one_packet_are_all_delivered(link: Link) -> None:
+    """Two TLS records in one read are both decrypted and handed on (OpenSSL returns one per recv)."""
+    link.handshake()
+    link.client.send(b"EHLO c.example\r\n")
+    link.client.send(b"MAIL FROM:<a@example.net>\r\n")
+    link.to_server()
+    assert b"".join(link.app.received) == b"EHLO c.example\r\nMAIL FROM:<a@example.net>\r\n"
+
+
+def test_large_reply_is_sent_whole(link: Link) -> None:
+    """A write larger than one read of OpenSSL's buffer reaches the client complete."""
+    link.handshake()
+    link.client.received = b""
+    big = b"250-" + b"x" * 200_000 + b"\r\n"
+    link.layer.write(big)
+    link.to_client()
+    assert link.client.received == big
+
+
+def test_lose_connection_sends_close_notify_at_once(link: Link) -> None:
+    """loseConnection writes what is pending, then close_notify, and closes without waiting for the peer."""
+    link.handshake()
+    link.layer.write(b"221 bye\r\n")
+    link.layer.loseConnection()
+    assert link.wire.disconnecting and not link.wire.disconnected  # closed, not aborted
+    link.layer.write(b"dropped\r\n")
+    link.to_client()
+    assert link.client.received.endswith(b"221 bye\r\n")
+    with pytest.raises(SSL.ZeroReturnError):
+        link.client.tls.recv(100)
+
+
+def test_close_before_handshake_without_writes_aborts() -> None:
+    """A connection closed before its handshake with nothing to say is aborted, not left waiting."""
+    link = Link(App(greet=False))
+    link.layer.loseConnection()
+    assert link.wire.disconnected  # StringTransport.abortConnection sets it
+
+
+def test_close_before_handshake_with_a_reply_waits_for_it() -> None:
+    """A reply written before the handshake (a 421 refusal) is delivered, then TLS is closed."""
+    link = Link()
+    link.layer.loseConnection()
+    assert not link.wire.disconnecting
+    link.handshake()
+    assert link.client.received == GREETING
+    assert link.wire.disconnecting
+    assert link.app.handshakes == 0  # the application already gave up on it
+
+
+def test_not_tls_is_closed_and_reported(link: Link) -> None:
+    """Plain SMTP on the TLS port: an orderly close (not an RST that could beat an alert), nothing
+    reaches the application, the SSL error is the reason."""
+    link.layer.dataReceived(b"EHLO c.example\r\n")
+    assert link.wire.disconnecting and not link.wire.disconnected
+    link.layer.dataReceived(b"RCPT TO:<a@example.com>\r\n")
+    link.layer.connectionLost(Failure(ConnectionDone()))  # type: ignore[no-untyped-call]
+    assert link.app.received == []
+    assert link.app.lost is not None and link.app.lost.check(SSL.Error)  # type: ignore[no-untyped-call]
+    assert link.app.handshakes == 0
+
+
+def test_close_during_handshake_is_not_clean(link: Link) -> None:
+    """A client leaving mid-handshake is reported as a lost connection, not a clean close."""
+    link.client.handshake()
+    link.to_server()
+    link.layer.connectionLost(Failure(ConnectionDone()))  # type: ignore[no-untyped-call]
+    assert link.app.lost is not None and link.app.lost.check(ConnectionLost)  # type: ignore[no-untyped-call]
+    assert "during the TLS handshake" in link.app.lost.getErrorMessage()
+
+
+def test_client_close_notify_is_answered_and_closes(link: Link) -> None:
+    """The client's close_notify gets ours back and the TCP connection is closed."""
+    link.handshake()
+    link.client.tls.shutdown()
+    link.to_server()
+    assert link.wire.disconnecting
+    link.to_client()
+    assert link.client.tls.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+
+
+def test_producer_goes_to_the_tcp_transport(link: Link) -> None:
+    """The application's producer is registered with the transport below; pause/resume stop/start reading."""
+    link.handshake()
+    link.layer.registerProducer(link.app, True)
+    assert link.wire.producer is link.app
+    link.layer.pauseProducing()
+    assert link.wire.producerState == "paused"
+    link.layer.resumeProducing()
+    assert link.wire.producerState == "producing"
+    link.layer.unregisterProducer()
+    assert link.wire.producer is None
+
+
+def test_addresses_come_from_below(link: Link) -> None:
+    """getPeer/getHost are the TCP connection's."""
+    assert link.layer.getPeer() == link.wire.getPeer()
+    assert link.layer.getHost() == link.wire.getHost()
+
+
+# --- STARTTLS on a real TCP connection object ------------------------------------------
+
+
+@pytest.fixture
+def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    b.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_start_tls_switches_a_tcp_connection(sockets: tuple[socket.socket, socket.socket]) -> None:
+    """start_tls puts the layer under the protocol, marks the connection TLS, and sends ciphertext only."""
+    server_sock, client_sock = sockets
+    app = App(greet=False)
+    conn: Any = tcp.Connection(server_sock, app, MemoryReactor())  # type: ignore[no-untyped-call]
+    conn.connected = True
+    app.makeConnection(conn)  # type: ignore[no-untyped-call]
+    start_tls(conn, ServerTLS())
+    assert conn.TLS and isinstance(conn.protocol, ServerTLSLayer)
+    assert ISSLTransport.providedBy(cast(object, conn))
+    conn.write(b"250 after the handshake\r\n")  # routed through the layer and held
+    client = Client()
+    client.handshake()
+    conn.protocol.dataReceived(client.outgoing())
+    for _ in range(5):
+        client.incoming(client_sock.recv(65536))
+        out = client.outgoing()
+        if not out:
+            break
+        conn.protocol.dataReceived(out)
+    assert app.handshakes == 1
+    assert conn.getHandle().get_protocol_version_name() == "TLSv1.3"
+    assert client.received == b"250 after the handshake\r\n"
+    client.send(b"EHLO c.example\r\n")
+    conn.protocol.dataReceived(client.outgoing())
+    assert app.received == [b"EHLO c.example\r\n"]
+
+
+def test_start_tls_on_other_transports_uses_theirs() -> None:
+    """A transport that is not a Twisted TCP connection (a test double) runs its own startTLS."""
+    calls: list[object] = []
+
+    class Double:
+        def startTLS(self, creator: object) -> None:
+            calls.append(creator)
+
+    creator = ServerTLS()
+    start_tls(Double(), creator)
+    assert calls == [creator]
