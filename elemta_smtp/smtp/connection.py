@@ -33,6 +33,7 @@ from elemta_smtp.smtp.actions import (
 from elemta_smtp.smtp.session import Session
 from elemta_smtp.smtp.sink import DeliveryFailed, MessageWriter
 from elemta_smtp.smtp.states import State
+from elemta_smtp.smtp.tlslayer import start_tls
 
 if TYPE_CHECKING:
     from elemta_smtp.smtp.protocol import SMTPServer
@@ -222,9 +223,8 @@ class SMTPConnection(Protocol):
         self.transport.abortConnection()
 
     # --- IPushProducer: the transport's write buffer is full -> stop reading -----------
-    # Registered only outside TLS handshakes: TLSMemoryBIOProtocol pauses its
-    # producer while it buffers writes made before the handshake (the implicit-TLS
-    # greeting), and pausing reading then would stall the handshake for good.
+    # Registered only outside TLS handshakes: reading must go on until the handshake is
+    # done (the implicit-TLS greeting waits for it), or it would stall for good.
 
     def _register_producer(self) -> None:
         if not self._producing and not self._closing and not self._lost:
@@ -277,7 +277,8 @@ class SMTPConnection(Protocol):
                 self._abort(action.reason)
             elif isinstance(action, StartTLS):
                 self._unregister_producer()
-                self.transport.startTLS(self._server.tls)
+                assert self._server.tls is not None  # the session offers STARTTLS only with TLS
+                start_tls(self.transport, self._server.tls)
             elif isinstance(action, Close):
                 self._close()
         if pending:

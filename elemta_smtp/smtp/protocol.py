@@ -17,12 +17,12 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.connection import SMTPConnection, set_tcp_nodelay
 from elemta_smtp.smtp.settings import SessionSettings
 from elemta_smtp.smtp.sink import MessageSink
+from elemta_smtp.smtp.tlslayer import ServerTLSFactory
 
 __all__ = ["SMTPConnection", "SMTPServer", "set_tcp_nodelay"]
 
@@ -65,9 +65,7 @@ class SMTPServer:
         if self.tls is None:
             raise ValueError("implicit TLS needs a TLS connection creator")
         wrapped = cast(IProtocolFactory, _SMTPFactory(self, implicit_tls=True))
-        factory = TLSMemoryBIOFactory(self.tls, False, wrapped, clock=self.clock)
-        factory.noisy = False
-        return cast(IProtocolFactory, factory)
+        return cast(IProtocolFactory, ServerTLSFactory(self.tls, wrapped))
 
     @property
     def active_connections(self) -> int:
