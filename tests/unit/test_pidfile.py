@@ -38,8 +38,11 @@ def test_unusable_or_dead_pids_are_not_live(tmp_path: Path, content: str) -> Non
 
 def test_a_reused_pid_of_another_program_is_not_elemta(tmp_path: Path) -> None:
     """A pid file naming a live process that is not elemta (pid reuse) does not block a start."""
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) as other:
+    code = "import time; print('up', flush=True); time.sleep(30)"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as other:
         try:
+            assert other.stdout is not None
+            assert other.stdout.readline() == b"up\n"
             pid_file = tmp_path / "elemta.pid"
             pid_file.write_text(str(other.pid))
             assert not is_elemta(other.pid)
@@ -50,9 +53,11 @@ def test_a_reused_pid_of_another_program_is_not_elemta(tmp_path: Path) -> None:
 
 def test_a_live_elemta_blocks_another(tmp_path: Path) -> None:
     """A pid file naming a running elemta refuses a second daemon, naming the pid."""
-    code = "import time; time.sleep(30)  # elemta"
-    with subprocess.Popen([sys.executable, "-c", code]) as daemon:
+    code = "import time; print('up', flush=True); time.sleep(30)  # elemta"
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as daemon:
         try:
+            assert daemon.stdout is not None
+            assert daemon.stdout.readline() == b"up\n"  # exec'd: /proc shows its own cmdline now
             pid_file = tmp_path / "elemta.pid"
             pid_file.write_text(str(daemon.pid))
             with pytest.raises(PidFileError, match=f"another elemta is running with pid {daemon.pid}"):
