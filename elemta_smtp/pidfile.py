@@ -12,6 +12,14 @@ class PidFileError(ElemtaError):
     """The pid file names another running daemon, or cannot be written."""
 
 
+def is_elemta_cmdline(cmdline: bytes) -> bool:
+    """Is this /proc/<pid>/cmdline an elemta daemon: ``.../elemta serve ...`` or
+    ``python -m elemta_smtp ...``? A mere "elemta" in a path (``/opt/elemta/bin/python``
+    running certbot) is not enough."""
+    args = cmdline.split(b"\0")
+    return b"elemta_smtp" in args or any(arg.rsplit(b"/", 1)[-1] == b"elemta" for arg in args)
+
+
 def is_elemta(pid: int, proc: Path = Path("/proc")) -> bool:
     """Is ``pid`` alive and, where /proc shows it, an elemta process? A pid reused
     by another program after a crash must not look like a running daemon."""
@@ -22,7 +30,7 @@ def is_elemta(pid: int, proc: Path = Path("/proc")) -> bool:
     except PermissionError:
         pass  # alive, another user's
     try:
-        return b"elemta" in (proc / str(pid) / "cmdline").read_bytes()
+        return is_elemta_cmdline((proc / str(pid) / "cmdline").read_bytes())
     except FileNotFoundError:
         return not (proc / "self").exists()  # no /proc at all: trust the pid
     except OSError:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from certbot import errors
 
+from elemta_smtp.pidfile import is_elemta_cmdline
+
 
 class Reload(enum.Enum):
     """What ``reload_daemon`` did."""
@@ -31,11 +33,6 @@ def read_pid(pid_file: Path) -> int | None:
         raise errors.PluginError(f"Could not read elemta's pid file {pid_file}: {exc.strerror}. "
                                  "Run certbot as root or as the user elemta runs as.") from exc
     return int(text) if text.isdigit() and int(text) > 1 else None
-
-
-def looks_like_elemta(cmdline: bytes) -> bool:
-    """Is this /proc/<pid>/cmdline an elemta daemon (``elemta serve`` or ``python -m elemta_smtp``)?"""
-    return b"elemta" in cmdline
 
 
 def process_cmdline(pid: int, proc: Path = Path("/proc")) -> bytes | None:
@@ -63,7 +60,7 @@ def reload_daemon(pid_file: Path, proc: Path = Path("/proc")) -> tuple[Reload, i
     if pid is None:
         return (Reload.NOT_RUNNING if not pid_file.exists() else Reload.STALE), None
     cmdline = process_cmdline(pid, proc)
-    if cmdline is None or not looks_like_elemta(cmdline):
+    if cmdline is None or not is_elemta_cmdline(cmdline):
         return Reload.STALE, pid
     try:
         os.kill(pid, signal.SIGHUP)

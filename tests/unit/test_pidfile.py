@@ -13,6 +13,7 @@ from elemta_smtp.pidfile import (
     PidFileError,
     check_pid_file,
     is_elemta,
+    is_elemta_cmdline,
     live_pid,
     remove_pid_file,
     write_pid_file,
@@ -53,8 +54,9 @@ def test_a_reused_pid_of_another_program_is_not_elemta(tmp_path: Path) -> None:
 
 def test_a_live_elemta_blocks_another(tmp_path: Path) -> None:
     """A pid file naming a running elemta refuses a second daemon, naming the pid."""
-    code = "import time; print('up', flush=True); time.sleep(30)  # elemta"
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) as daemon:
+    code = "import time; print('up', flush=True); time.sleep(30)"
+    argv = [sys.executable, "-c", code, "elemta_smtp"]  # looks like `python -m elemta_smtp`
+    with subprocess.Popen(argv, stdout=subprocess.PIPE) as daemon:
         try:
             assert daemon.stdout is not None
             assert daemon.stdout.readline() == b"up\n"  # exec'd: /proc shows its own cmdline now
@@ -84,3 +86,16 @@ def test_remove_only_our_own(tmp_path: Path) -> None:
     pid_file.write_text(f"{os.getpid()}\n")
     remove_pid_file(pid_file, os.getpid())
     assert not pid_file.exists()
+
+
+@pytest.mark.parametrize(("cmdline", "expected"), [
+    (b"/usr/bin/python3\0/usr/local/bin/elemta\0serve\0-c\0/etc/elemta/elemta.toml\0", True),
+    (b"/opt/elemta/bin/python\0-m\0elemta_smtp\0serve\0", True),
+    (b"elemta\0serve\0", True),
+    (b"/opt/elemta/bin/python\0/opt/elemta/bin/certbot\0renew\0", False),
+    (b"/home/me/elemta/.venv/bin/python\0-m\0pytest\0", False),
+    (b"/usr/sbin/nginx\0", False),
+], ids=["console-script", "python-m", "bare", "certbot-from-elemta-venv", "pytest-in-checkout", "other"])
+def test_what_counts_as_an_elemta_daemon(cmdline: bytes, expected: bool) -> None:
+    """Only the daemon's own command line counts, not any program run from a path with "elemta" in it."""
+    assert is_elemta_cmdline(cmdline) is expected

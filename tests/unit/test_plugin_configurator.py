@@ -324,12 +324,12 @@ def test_restart_with_stale_pid_is_not_an_error(root: Root, display: io.StringIO
 
 @pytest.fixture
 def child() -> Iterator[subprocess.Popen[str]]:
-    """A process that reports SIGHUP on stdout; its command line says 'elemta'."""
+    """A process that reports SIGHUP on stdout; its command line looks like python -m elemta_smtp."""
     code = ("import signal, sys, time\n"
             "signal.signal(signal.SIGHUP, lambda *a: (print('HUP', flush=True), sys.exit(0)))\n"
             "print('ready', flush=True)\n"
             "time.sleep(30)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "elemta-serve"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", code, "elemta_smtp"], stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
     yield proc
