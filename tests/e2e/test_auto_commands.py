@@ -69,9 +69,12 @@ def test_timer_route_updates_daemon_and_state(pebble: Pebble, elemta_setup: Setu
         new = served_certificate(elemta_setup, cafile=pebble.root_path)
         assert new.serial_number != old.serial_number
         wait_until(lambda: len(maildir_messages(elemta_setup)) == 2, 30, "renewed notice", daemon)
-        state = json.loads((elemta_setup.cache_dir / "state.json").read_text())
+        # The notice is delivered first and recorded as sent just after: wait for the record.
+        state_path = elemta_setup.cache_dir / "state.json"
+        wait_until(lambda: json.loads(state_path.read_text())["outbox"] == [], 30,
+                   "the renewed notice recorded as sent", daemon)
+        state = json.loads(state_path.read_text())
         assert state["last_seen"]["serial"] == format(new.serial_number, "x")
-        assert state["outbox"] == []
         daemon.sighup()  # another reload: nothing new to mail
         daemon.wait_for_log("SIGHUP: reloading certificates", count=3)
         time.sleep(1)
