@@ -173,7 +173,7 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
     "tls.renewal": {
         "auto_renew": (_bool, True),
         "renewal_days": (_int(1, 365), 30),
-        "check_interval": (_duration(60, 7 * 86400), "12h"),
+        "check_interval": (_duration(10, 7 * 86400), "12h"),
         "renewal_timeout": (_duration(10, 86400), "5m"),
     },
     "notify": {

@@ -131,7 +131,7 @@ def test_acme_directory_choice() -> None:
         ("[tls.letsencrypt]\nenabled = true\n", "[tls.letsencrypt.email] is required"),
         ('[tls.letsencrypt]\ndirectory_url = "acme.example"\n', "is not a URL"),
         ("[tls.renewal]\nrenewal_days = 0\n", "must be from 1 to 365"),
-        ('[tls.renewal]\ncheck_interval = "1s"\n', "must be from 60s"),
+        ('[tls.renewal]\ncheck_interval = "1s"\n', "must be from 10s"),
         ('[notify]\nrelay = "smtp.example.net"\n', '"host:port"'),
         ('[server]\nlisten_addr = ""\n[tls]\nenabled = false\n', "no listener left"),
         ("[server\n", "not valid TOML"),
