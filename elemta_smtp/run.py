@@ -94,6 +94,10 @@ def _observer(stream: TextIO) -> ILogObserver:
 
 def serve(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit status."""
+    if "twisted.internet.reactor" not in sys.modules:  # (tests may have installed one)
+        from elemta_smtp.smtp.pollreactor import install
+
+        install()
     from twisted.internet import reactor as _reactor
 
     from elemta_smtp.service import ElemtaService, install_signal_handlers
