@@ -33,7 +33,7 @@ from elemta_smtp.smtp.actions import (
 from elemta_smtp.smtp.session import Session
 from elemta_smtp.smtp.sink import DeliveryFailed, MessageWriter
 from elemta_smtp.smtp.states import State
-from elemta_smtp.smtp.tlslayer import start_tls
+from elemta_smtp.smtp.tlslayer import start_tls, write_and_close
 
 if TYPE_CHECKING:
     from elemta_smtp.smtp.protocol import SMTPServer
@@ -264,6 +264,10 @@ class SMTPConnection(Protocol):
             if type(action) is Reply:
                 pending.append(action.data)
                 continue
+            if isinstance(action, Close):  # the last replies go out with the close (one TLS send)
+                self._close(b"".join(pending))
+                pending = []
+                continue
             if pending:
                 self.transport.write(b"".join(pending))
                 pending = []
@@ -279,18 +283,19 @@ class SMTPConnection(Protocol):
                 self._unregister_producer()
                 assert self._server.tls is not None  # the session offers STARTTLS only with TLS
                 start_tls(self.transport, self._server.tls)
-            elif isinstance(action, Close):
-                self._close()
         if pending:
             self.transport.write(b"".join(pending))
 
-    def _close(self) -> None:
+    def _close(self, last: bytes) -> None:
+        """Send ``last`` (replies, may be empty) and close."""
         if self._closing:
+            if last:
+                self.transport.write(last)
             return
         self._unregister_producer()
         self._paused.clear()
         self._closing = True
-        self.transport.loseConnection()
+        write_and_close(self.transport, last)
         # A client that stops reading could hold the connection open forever:
         # if it is still there after another idle period, abort it.
         if self._timer is not None and self._timer.active():

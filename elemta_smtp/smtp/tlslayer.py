@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides  # type: ignore[import-untyped, unused-ignore]
 
-__all__ = ["ServerTLSFactory", "ServerTLSLayer", "start_tls"]
+__all__ = ["ServerTLSFactory", "ServerTLSLayer", "start_tls", "write_and_close"]
 
 log = Logger(namespace="elemta.tls")
 
@@ -176,6 +176,22 @@ class ServerTLSLayer(Protocol):
             self._close_tls()
         elif not self._early:
             self.abortConnection()
+
+    def write_and_close(self, data: bytes) -> None:
+        """``write(data)`` then ``loseConnection()``, with the data and close_notify in one
+        send once the handshake is done (a last reply, then the close)."""
+        if self.disconnecting or self._over or not self.connected or not self._handshake_done:
+            self.write(data)
+            self.loseConnection()
+            return
+        self.disconnecting = True
+        if data:
+            try:
+                self._tls.sendall(data)
+            except SSL.Error:
+                self._fail(Failure())  # type: ignore[no-untyped-call]
+                return
+        self._close_tls()
 
     def abortConnection(self) -> None:
         self.disconnecting = True
@@ -332,3 +348,19 @@ def start_tls(transport: object, creator: IOpenSSLServerConnectionCreator) -> No
     layer.makeConnection(conn)
     if producer is not None:
         conn.registerProducer(producer, streaming)
+
+
+def write_and_close(transport: object, data: bytes) -> None:
+    """Write ``data`` (may be empty) to ``transport`` and close it. Through a
+    ``ServerTLSLayer`` (implicit TLS, or a TCP connection after ``start_tls``) the data
+    and close_notify leave in one send instead of two."""
+    conn: Any = transport
+    layer = conn if isinstance(conn, ServerTLSLayer) else None
+    if layer is None and isinstance(conn, tcp.Connection) and conn.TLS and conn.connected:
+        layer = conn.protocol if isinstance(conn.protocol, ServerTLSLayer) else None
+    if layer is not None:
+        layer.write_and_close(data)
+        return
+    if data:
+        conn.write(data)
+    conn.loseConnection()

@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from elemta_smtp.smtp.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls
+from elemta_smtp.smtp.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls, write_and_close
 from tests.unit.test_starttls import Client, ServerTLS
 
 GREETING = b"220 mx.example.com ESMTP\r\n"
@@ -49,6 +49,18 @@ class App(Protocol):
         self.lost = reason
 
 
+class CountingTransport(StringTransport):
+    """A StringTransport that also keeps each write (one write = one socket send)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)  # type: ignore[no-untyped-call]
+
+
 class Link:
     """A ServerTLSLayer on a StringTransport and a pyOpenSSL client, moved by hand."""
 
@@ -57,7 +69,7 @@ class Link:
         self.creator = ServerTLS()
         factory = Factory.forProtocol(lambda: self.app)
         self.layer = cast(Any, ServerTLSFactory(self.creator, factory).buildProtocol(None))
-        self.wire: Any = StringTransport()  # type: ignore[no-untyped-call]
+        self.wire: Any = CountingTransport()
         self.layer.makeConnection(self.wire)
         self.client = Client()
 
@@ -123,6 +135,38 @@ def test_lose_connection_sends_close_notify_at_once(link: Link) -> None:
     assert link.client.received.endswith(b"221 bye\r\n")
     with pytest.raises(SSL.ZeroReturnError):
         link.client.tls.recv(100)
+
+
+def test_write_and_close_sends_the_reply_and_close_notify_together(link: Link) -> None:
+    """A last reply and close_notify leave in one write to TCP, and TCP closes in order."""
+    link.handshake()
+    link.to_client()
+    link.wire.writes.clear()
+    write_and_close(link.layer, b"221 bye\r\n")
+    assert len(link.wire.writes) == 1
+    assert link.wire.disconnecting and not link.wire.disconnected
+    link.to_client()
+    assert link.client.received.endswith(b"221 bye\r\n")
+    with pytest.raises(SSL.ZeroReturnError):
+        link.client.tls.recv(100)
+
+
+def test_write_and_close_before_the_handshake_waits_for_it() -> None:
+    """Before the handshake the reply is held like any early write, then sent with close_notify."""
+    link = Link(App(greet=False))
+    write_and_close(link.layer, b"421 busy\r\n")
+    assert link.wire.value() == b"" and not link.wire.disconnected
+    link.handshake()
+    assert link.client.received == b"421 busy\r\n"
+    assert link.wire.disconnecting
+
+
+def test_write_and_close_without_tls_writes_then_closes() -> None:
+    """On a plain transport the reply is written, then the connection closed."""
+    wire: Any = StringTransport()  # type: ignore[no-untyped-call]
+    write_and_close(wire, b"221 bye\r\n")
+    assert wire.value() == b"221 bye\r\n"
+    assert wire.disconnecting
 
 
 def test_close_before_handshake_without_writes_aborts() -> None:
