@@ -105,6 +105,18 @@ def test_tls_policy(h: Harness) -> None:
         memory_handshake(h.tls.serverConnectionForTLS(object()), DOMAIN, client11)
 
 
+def test_tls13_prefers_aes128_gcm_and_keeps_the_others(h: Harness) -> None:
+    """A TLS 1.3 client offering every suite gets AES-128-GCM; one offering only AES-256 or
+    ChaCha20 still connects with that suite."""
+    h.install(h.leaf())
+    h.tls.reload()
+    assert memory_handshake(h.tls.serverConnectionForTLS(object())).cipher == "TLS_AES_128_GCM_SHA256"
+    for suite in ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"):
+        client = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        client.set_tls13_ciphersuites(suite.encode("ascii"))
+        assert memory_handshake(h.tls.serverConnectionForTLS(object()), DOMAIN, client).cipher == suite
+
+
 def test_sni_selects_among_live_certificates(h: Harness) -> None:
     """Each live/ file is served for its names; no SNI or an unknown name gets the domain's."""
     main, other, wild = h.leaf(), h.leaf("other.example.net"), h.leaf("example.org", "*.example.org")
