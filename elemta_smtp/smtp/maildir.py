@@ -47,6 +47,8 @@ _T = TypeVar("_T")
 
 FLUSH_BYTES = 64 * 1024
 POOL_THREADS = 4
+#: Recipient lists whose mailbox folders the sink remembers (the cache is emptied when full).
+MAILBOX_CACHE = 1024
 
 
 class WorkerPool(Protocol):
@@ -239,6 +241,7 @@ class MaildirSink:
         self._fs = fs
         self._counter = itertools.count(1)
         self._ready: set[str] = set()  # mailbox folders with tmp/, new/, cur/ (see Delivery)
+        self._mailboxes: dict[tuple[str, ...], list[Path]] = {}  # recipients -> folders
         if threadpool is None:
             pool = WorkerThreads(POOL_THREADS, name="elemta-maildir")
             reactor.callWhenRunning(pool.start)
@@ -249,7 +252,13 @@ class MaildirSink:
     def begin(self, recipients: Sequence[str]) -> MaildirWriter:
         if not recipients:
             raise DeliveryFailed("a message needs at least one recipient", transient=False)
-        mailboxes = unique_mailboxes(self.root, recipients)
+        key = tuple(recipients)
+        mailboxes = self._mailboxes.get(key)
+        if mailboxes is None:  # (checked and built once per recipient list, not per message)
+            mailboxes = unique_mailboxes(self.root, recipients)
+            if len(self._mailboxes) >= MAILBOX_CACHE:
+                self._mailboxes.clear()
+            self._mailboxes[key] = mailboxes
         name = unique_name(self._reactor.seconds(), os.getpid(), next(self._counter), self.hostname)
         delivery = Delivery(self._fs, mailboxes, name, self._ready)
         return MaildirWriter(_SerialQueue(self._reactor, self._pool), delivery)

@@ -420,6 +420,18 @@ def test_unsafe_address_is_refused_permanently(tmp_path: Path, recipient: str) -
     assert fs.calls == []
 
 
+def test_remembered_recipients_still_deliver_and_unsafe_ones_are_still_refused(tmp_path: Path) -> None:
+    """Folders remembered for a recipient list serve later messages; a list with an unsafe
+    address is refused every time (refusals are not remembered)."""
+    sink = make_sink(tmp_path)
+    for text in (b"one\r\n", b"two\r\n"):
+        assert deliver(sink, ["Alice@example.com"], text) == [None]
+    assert len(files(tmp_path / "example.com" / "alice" / "new")) == 2
+    for _ in range(2):
+        with pytest.raises(DeliveryFailed):
+            sink.begin(["alice@example.com", "../x@example.com"])
+
+
 @pytest.mark.parametrize(("recipient", "folder"), [
     pytest.param("alice@example.com", "example.com/alice", id="plain"),
     pytest.param("Alice.Smith@Example.COM", "example.com/alice.smith", id="lower-cased"),
