@@ -268,6 +268,10 @@ class CertManager(Service):
         else:
             reason = result.reason
         delay = self._acquire.failed(self._clock.seconds())
+        if self._acquire.failures == 1:  # mailed once per run of failures, not at every retry
+            self._state = notices.add_event(self._state, Event(
+                id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
+                kind="acquire-failed", at=self.now(), names=(le.domain,), reason=reason))
         log.error("could not obtain a certificate for {domain}: {reason}; still serving the "
                   "bootstrap certificate; retrying in {delay} (certbot's log: {logs})",
                   domain=le.domain, reason=_one_line(reason),
@@ -340,7 +344,7 @@ class CertManager(Service):
             self._save()
         recipients = self._mailer.recipients
         for notice in planned.notices:
-            urgent = notice.kind in ("expiry", "expired", "renewal-failed")
+            urgent = notice.kind in ("expiry", "expired", "renewal-failed", "acquire-failed")
             (log.warn if urgent else log.info)(
                 "notice: {subject}", subject=notice.subject, kind=notice.kind, key=notice.key)
             if not recipients:

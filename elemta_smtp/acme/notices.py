@@ -9,7 +9,8 @@ and the recorded state.
   most urgent is mailed and the others are recorded as done.
 * Renewed: the served serial changed to a later certificate for the same names
   (whoever ran certbot: the daemon, ``elemta cert renew`` or a systemd timer).
-* Events the manager recorded in the outbox: renewal failures, first issuance.
+* Events the manager recorded in the outbox: renewal failures, first issuance, and
+  the first failure of a run of failed attempts to obtain one.
 
 ``plan`` returns the notices and the state to save *before* mailing (it records
 the serial seen and queues the "renewed" event); ``mark_sent`` records one
@@ -138,6 +139,16 @@ def event_notice(event: Event) -> Notice:
         body = (f"elemta obtained a certificate for {names} and serves it now.\n\n"
                 f"Serial: {event.serial}\nNot after: {_when(event.not_after)}\n\n"
                 "Nothing to do: elemta renews it before it expires.\n")
+    elif event.kind == "acquire-failed":
+        subject = f"Could not obtain a TLS certificate for {names}"
+        body = (f"elemta could not obtain a certificate for {names} at {_when(event.at)}, so it "
+                "serves its self-signed bootstrap certificate: mail still flows over STARTTLS, "
+                "but clients that verify certificates will not trust it.\n\n"
+                f"Reason (from certbot):\n{event.reason or 'unknown'}\n\n"
+                "elemta keeps trying with growing pauses (minutes, then hours) and mails "
+                "again when a certificate is issued. To diagnose run `elemta cert test`: "
+                "DNS, port 80 reachability and the ACME directory are the usual causes. "
+                "certbot's log is under <cache_dir>/certbot/logs/letsencrypt.log.\n")
     else:
         subject = f"TLS certificate renewal for {names} FAILED"
         current = (f"The certificate served now (serial {event.serial}) expires at "

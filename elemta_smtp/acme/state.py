@@ -34,7 +34,7 @@ class Event:
     """Something that happened and is to be mailed: a renewal, a failure, an issuance."""
 
     id: str
-    kind: str  # "renewed" | "renewal-failed" | "issued"
+    kind: str  # "renewed" | "renewal-failed" | "issued" | "acquire-failed"
     at: datetime
     names: tuple[str, ...] = ()
     serial: str = ""

@@ -113,6 +113,13 @@ def test_hanging_certbot_is_killed_and_daemon_keeps_serving(tmp_path: Path,
             assert daemon.process.poll() is None
             children = [p for p in os.listdir("/proc") if p.isdigit() and _ppid(p) == daemon.pid]
             assert children == []  # certbot is gone, not orphaned under the daemon
+            # the failure is mailed (locally, to [tls.letsencrypt] email) with certbot's reason
+            inbox = elemta_setup.maildir_root / "example.com" / "admin" / "new"
+            wait_until(lambda: inbox.is_dir() and any(inbox.iterdir()), 30,
+                       "the acquire-failed notice", daemon)
+            [mail] = [p.read_bytes() for p in inbox.iterdir()]
+            assert b"Subject: Could not obtain a TLS certificate for mail.example.com" in mail
+            assert b"did not finish within" in mail
     finally:
         hole.close()
 

@@ -163,7 +163,26 @@ def test_acquisition_failure_backs_off(world: World) -> None:
     assert "likely firewall problem" in messages(logs)
     assert "retrying in 2 minutes" in messages(logs)
     assert "retrying in 16 minutes" in messages(logs)
-    assert world.mailer.sent == []  # acquisition failures are logged, not mailed
+    # mailed once for the run of failures, with certbot's reason, not at every retry
+    assert world.mailer.kinds == ["acquire-failed"]
+    [notice] = world.mailer.sent
+    assert notice.subject == "Could not obtain a TLS certificate for mail.example.com"
+    assert "likely firewall problem" in notice.body
+    assert "elemta cert test" in notice.body
+
+
+def test_acquisition_failures_then_success_mail_once_each(world: World) -> None:
+    """A failure, a retry that fails, then success: one "acquire-failed" and one "issued" mail;
+    a later run of failures would mail again (the streak was reset)."""
+    world.manager.startService()
+    world.clock.advance(0)
+    world.runner.finish(result(False, "DNS problem: NXDOMAIN"))
+    world.clock.advance(120)
+    world.runner.finish(result(False, "DNS problem: NXDOMAIN"))
+    assert world.mailer.kinds == ["acquire-failed"]
+    world.clock.advance(240)
+    world.runner.finish(result(), cert("0a", world.now()))
+    assert world.mailer.kinds == ["acquire-failed", "issued"]
 
 
 def test_ok_without_certificate_forces_next_attempt(world: World) -> None:
