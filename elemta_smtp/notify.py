@@ -11,7 +11,6 @@ is an error that says to set a relay. A failed send errbacks with
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import textwrap
 from collections.abc import Sequence
@@ -111,10 +110,7 @@ def choose_route(config: Config, recipients: Sequence[str]) -> Route:
     if listen is None:
         raise NotifyError("cannot deliver notices locally: [server] listen_addr is off; set "
                           "[notify] relay = \"host:port\" or turn the plain listener on")
-    host = listen.host
-    if not host or ipaddress.ip_address(host).is_unspecified:
-        host = "::1" if host == "::" else "127.0.0.1"
-    return Route(host, listen.port, False, "", "", "")
+    return Route(listen.connect_host, listen.port, False, "", "", "")
 
 
 def _reason(failure: Failure) -> str:

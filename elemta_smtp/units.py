@@ -82,6 +82,17 @@ class Address:
     def is_ipv6(self) -> bool:
         return ":" in self.host
 
+    @property
+    def connect_host(self) -> str:
+        """Where a client on this machine reaches this listen address: a wildcard
+        ("", 0.0.0.0, ::) through loopback of the same family."""
+        if not self.host:
+            return "127.0.0.1"
+        ip = ipaddress.ip_address(self.host)
+        if ip.is_unspecified:
+            return "::1" if ip.version == 6 else "127.0.0.1"
+        return self.host
+
     def __str__(self) -> str:
         if self.is_ipv6:
             return f"[{self.host}]:{self.port}"

@@ -29,19 +29,10 @@ logger = logging.getLogger(__name__)
 ServerFactory = Callable[[Address, Path], ChallengeServer]
 
 
-def connect_host(address: Address) -> str:
-    """The host to connect to for a listen address: wildcards mean this machine."""
-    if address.host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if address.host == "::":
-        return "::1"
-    return address.host
-
-
 def is_listening(address: Address, timeout: float = constants.CONNECT_TIMEOUT) -> bool:
     """Does anything accept TCP connections on ``address`` right now?"""
     try:
-        with socket.create_connection((connect_host(address), address.port), timeout=timeout):
+        with socket.create_connection((address.connect_host, address.port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -50,7 +41,7 @@ def is_listening(address: Address, timeout: float = constants.CONNECT_TIMEOUT) -
 def fetch_answer(address: Address, token: str, host: str,
                  timeout: float = constants.SELF_CHECK_TIMEOUT) -> tuple[int, bytes]:
     """GET the challenge URL from ``address`` as the CA would; (status, body)."""
-    conn = http.client.HTTPConnection(connect_host(address), address.port, timeout=timeout)
+    conn = http.client.HTTPConnection(address.connect_host, address.port, timeout=timeout)
     try:
         conn.request("GET", PREFIX + token, headers={"Host": host, "User-Agent": "certbot-elemta"})
         response = conn.getresponse()

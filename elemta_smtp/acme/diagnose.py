@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import http.client
-import ipaddress
 import json
 import os
 import secrets
@@ -86,11 +85,8 @@ def check_http01(config: Config, addresses: Sequence[str], report: Report,
         report.skip("HTTP-01: [tls.letsencrypt] http_addr is off (another certbot authenticator "
                     "must answer challenges)")
         return
-    local = http_addr.host or "127.0.0.1"
-    if ipaddress.ip_address(local).is_unspecified:
-        local = "127.0.0.1"
     try:
-        with socket.create_connection((local, http_addr.port), timeout=timeout):
+        with socket.create_connection((http_addr.connect_host, http_addr.port), timeout=timeout):
             pass
         report.ok(f"HTTP-01 listener answers on {http_addr}")
     except OSError as exc:

@@ -185,12 +185,8 @@ class ServerTLSLayer(Protocol):
             self.loseConnection()
             return
         self.disconnecting = True
-        if data:
-            try:
-                self._tls.sendall(data)
-            except SSL.Error:
-                self._fail(Failure())  # type: ignore[no-untyped-call]
-                return
+        if data and not self._seal(data):
+            return
         self._close_tls()
 
     def abortConnection(self) -> None:
@@ -244,13 +240,18 @@ class ServerTLSLayer(Protocol):
 
     # --- moving bytes ------------------------------------------------------------------
 
-    def _encrypt(self, data: bytes) -> None:
+    def _seal(self, data: bytes) -> bool:
+        """Encrypt ``data`` into the memory BIO; False (and the connection failed) on a TLS error."""
         try:
             self._tls.sendall(data)
         except SSL.Error:
             self._fail(Failure())  # type: ignore[no-untyped-call]
-            return
-        self._flush()
+            return False
+        return True
+
+    def _encrypt(self, data: bytes) -> None:
+        if self._seal(data):
+            self._flush()
 
     def _flush(self) -> None:
         """Send what OpenSSL wrote to its memory BIO."""

@@ -33,14 +33,6 @@ class ProbeResult:
         return None if self.serial is None else format(self.serial, "x")
 
 
-def _connect_host(address: Address) -> str:
-    if address.host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if address.host == "::":
-        return "::1"
-    return address.host
-
-
 def probe_target(config: Config) -> tuple[Address, str] | None:
     """Where to probe: the implicit TLS port, else STARTTLS on the plain port, else None."""
     tls = config.tls
@@ -60,7 +52,7 @@ def probe_daemon_serial(config: Config, server_name: str | None = None,
     if pid is None or target is None:
         return None
     address, mode = target
-    host = _connect_host(address)
+    host = address.connect_host
     where = f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
     try:
         serial = _handshake(host, address.port, mode == "STARTTLS", server_name, timeout)

@@ -271,14 +271,3 @@ def test_self_check_problem(result: tuple[int, bytes] | OSError, expected: str |
         assert problem is None
     else:
         assert problem is not None and expected in problem and ":80" in problem
-
-
-@pytest.mark.parametrize(("host", "expected"), [
-    pytest.param("", "127.0.0.1", id="any"),
-    pytest.param("0.0.0.0", "127.0.0.1", id="any4"),
-    pytest.param("::", "::1", id="any6"),
-    pytest.param("192.0.2.1", "192.0.2.1", id="specific"),
-])
-def test_connect_host(host: str, expected: str) -> None:
-    """Wildcard listen addresses are checked through loopback."""
-    assert http01.connect_host(Address(host, 80)) == expected

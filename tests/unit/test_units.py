@@ -72,3 +72,15 @@ def test_address_str_round_trips() -> None:
     """An address prints in the form it is written in."""
     assert str(parse_address("[::1]:465")) == "[::1]:465"
     assert str(parse_address("127.0.0.1:25")) == "127.0.0.1:25"
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    pytest.param("", "127.0.0.1", id="any"),
+    pytest.param("0.0.0.0", "127.0.0.1", id="any4"),
+    pytest.param("::", "::1", id="any6"),
+    pytest.param("0:0::0", "::1", id="any6-long"),
+    pytest.param("192.0.2.1", "192.0.2.1", id="specific"),
+])
+def test_connect_host(host: str, expected: str) -> None:
+    """Wildcard listen addresses are checked through loopback."""
+    assert Address(host, 80).connect_host == expected
