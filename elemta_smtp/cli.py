@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     renew = cert_cmds.add_parser("renew", help="force a renewal now and have the daemon serve it")
     with_config(renew)
+    renew.add_argument("--if-due", action="store_true",
+                       help="renew only when certbot says it is due (what the packaged timer "
+                            "runs); without it the renewal is forced")
     test = cert_cmds.add_parser("test", help="diagnose DNS, HTTP-01 and the ACME directory")
     with_config(test)
     test.add_argument("--dry-run", action="store_true",
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if args.action == "renew":
         from elemta_smtp.acme.commands import cert_renew_main
 
-        return cert_renew_main(loaded, out)
+        return cert_renew_main(loaded, out, if_due=args.if_due)
     from elemta_smtp.acme.diagnose import cert_test_main
 
     return cert_test_main(loaded, args.dry_run, out)

@@ -20,9 +20,10 @@ from certbot.crypto_util import get_names_from_cert
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from certbot_elemta._internal import constants, daemon, tomledit
+from certbot_elemta._internal import constants, daemon, success, tomledit
 from certbot_elemta._internal.http01 import HTTP01Responder
 from certbot_elemta._internal.lineage import find_lineage
+from elemta_smtp.acme import lineages
 from elemta_smtp.config import Config, ConfigError, config_path, load_config
 from elemta_smtp.tls import store
 
@@ -57,6 +58,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         self._save_notes = ""
         self._deployed: set[tuple[str, str]] = set()
         self._installed = False  # did this run write a certificate into the cache?
+        self._installed_path: Path | None = None
         self._http01: HTTP01Responder | None = None
 
     # --- the config file -------------------------------------------------
@@ -136,26 +138,69 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         names = get_names_from_cert(cert_pem)
         name = names[0] if names else domain
         if (name, fullchain_path) not in self._deployed:
-            self._install(name, key_path, fullchain_path)
+            self._install(name, key_path, fullchain_path, self._lineage_of(cert_path))
             self._deployed.add((name, fullchain_path))
         self._plan_config(name)
 
     def renew_deploy(self, lineage: interfaces.RenewableCert, *args: object, **kwargs: object) -> None:
         """After ``certbot renew``: write the renewed certificate into the cache."""
-        self._install(lineage.names()[0], lineage.key_path, lineage.fullchain_path)
+        self._install(lineage.names()[0], lineage.key_path, lineage.fullchain_path,
+                      self._lineage(lineage.lineagename))
 
-    def _install(self, name: str, key_path: str, fullchain_path: str) -> None:
+    def _lineage(self, cert_name: str) -> lineages.Lineage:
+        """The lineage ``cert_name`` in the folders this certbot run uses."""
+        return lineages.Lineage(cert_name, Path(self.config.config_dir).absolute(),
+                                Path(self.config.work_dir).absolute(),
+                                Path(self.config.logs_dir).absolute())
+
+    def _lineage_of(self, cert_path: str) -> lineages.Lineage | None:
+        """The lineage whose live/ folder ``cert_path`` is in; None for plain files
+        (``certbot install --cert-path ... --key-path ...``)."""
+        folder = Path(cert_path).absolute().parent
+        if folder.parent != Path(self.config.live_dir).absolute():
+            return None
+        return self._lineage(folder.name)
+
+    def _install(self, name: str, key_path: str, fullchain_path: str,
+                 lineage: lineages.Lineage | None) -> None:
         key_pem = _read(key_path, "private key")
         fullchain_pem = _read(fullchain_path, "certificate chain")
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
         try:
             path = store.write_certificate(cache_dir, name, key_pem, fullchain_pem)
-        except (store.StoreError, OSError) as exc:
+            if lineage is None:
+                lineages.forget_record(cache_dir, name)
+            else:
+                lineages.write_record(cache_dir, name, lineage)
+        except (store.StoreError, lineages.LineageError, OSError) as exc:
             raise errors.PluginError(
                 f"Could not install the certificate for {name} into elemta's cache "
                 f"{cache_dir}: {exc}") from exc
         self._installed = True
+        self._installed_path = path
         display_util.notify(f"Installed the certificate for {name} into elemta: {path}")
+        self._warn_renewal(lineage)
+
+    def _warn_renewal(self, lineage: lineages.Lineage | None) -> None:
+        """Say now, not at expiry, when the daemon will not be able to renew what was
+        just installed."""
+        elemta = self.elemta
+        le = elemta.tls.letsencrypt
+        if lineage is None:
+            problem = (f"This certificate does not come from a certbot lineage, so nobody renews "
+                       f"it: renew it yourself before it expires and install it again, or obtain "
+                       f"one with certbot certonly -a elemta -i elemta -d {le.domain}.")
+        elif not elemta.tls.renewal.auto_renew:
+            return  # renewal is the timer's job ([tls.renewal] auto_renew = false)
+        else:
+            blocker = lineages.renewal_blocker(
+                lineage, lineages.daemon_user(le.cache_dir), cache_dir=le.cache_dir,
+                domain=le.domain, config_path=elemta.path)
+            if blocker is None:
+                return
+            problem = f"Warning: {blocker}."
+        logger.warning(problem)
+        display_util.notify(problem)
 
     def _install_saved_lineage(self) -> None:
         domains = [getattr(d, "dns_name", str(d)) for d in (self.config.domains or [])]
@@ -166,7 +211,8 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
                 f"{self.config.live_dir} (cert name {self.config.certname!r}, domains "
                 f"{', '.join(domains) or 'none'}). Install it with 'certbot install --cert-name "
                 "NAME -i elemta'.")
-        self._install(found.name, str(found.key_path), str(found.fullchain_path))
+        self._install(found.name, str(found.key_path), str(found.fullchain_path),
+                      self._lineage(found.cert_name))
 
     def _plan_config(self, name: str) -> None:
         """Queue the elemta.toml edits that make the daemon serve ``name``; ``save`` writes them."""
@@ -226,14 +272,16 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         pid_file = self.elemta.server.pid_file
         outcome, pid = daemon.reload_daemon(pid_file)
         if outcome is daemon.Reload.SIGNALLED:
-            display_util.notify(f"Told elemta (pid {pid}) to reload its certificates.")
+            state = f"the daemon (pid {pid}) was told to reload (SIGHUP)"
         elif outcome is daemon.Reload.NOT_RUNNING:
-            display_util.notify(f"elemta is not running (no {pid_file}); it will use the new "
-                                "certificate when it starts.")
+            state = f"elemta is not running (no {pid_file}); it serves it when it starts"
         else:
-            display_util.notify(f"elemta is not running ({pid_file} names pid {pid}, which is not "
-                                "an elemta process); it will use the new certificate when it "
-                                "starts.")
+            state = (f"elemta is not running ({pid_file} names pid {pid}, which is not an elemta "
+                     "process); it serves it when it starts")
+        summary = success.summary(self.elemta, self._installed_path, state)
+        success.remember(summary)
+        if getattr(self.config, "verb", None) != "run":  # `run` ends with it (success.py)
+            display_util.notify(summary)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -23,6 +23,7 @@ class Lineage:
     name: str                # the certificate's primary name
     key_path: Path
     fullchain_path: Path
+    cert_name: str           # certbot's name of the lineage (its live/ folder)
 
 
 def _names(cert_path: Path) -> list[str]:
@@ -56,4 +57,4 @@ def find_lineage(live_dir: Path, certname: str | None, domains: Iterable[str]) -
     if not candidates:
         return None
     _, entry, names = max(candidates, key=lambda c: c[0])
-    return Lineage(names[0], entry / "privkey.pem", entry / "fullchain.pem")
+    return Lineage(names[0], entry / "privkey.pem", entry / "fullchain.pem", entry.name)

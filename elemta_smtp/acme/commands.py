@@ -18,11 +18,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
-from elemta_smtp.acme.runner import renew_command
+from elemta_smtp.acme.certbot_output import summarize
+from elemta_smtp.acme.lineages import (
+    User,
+    certbot_user,
+    current_user,
+    lineage_for,
+    renewal_blocker,
+)
+from elemta_smtp.acme.runner import cert_name, renew_command
 from elemta_smtp.config import Config
 from elemta_smtp.pidfile import live_pid
 from elemta_smtp.tls import store
-from elemta_smtp.tls.bundle import serial_hex
+from elemta_smtp.tls.bundle import dns_names, serial_hex
 from elemta_smtp.tls.probe import probe_daemon_serial
 
 EXIT_OK = 0
@@ -36,38 +44,56 @@ class Completed:
     reason: str
 
 
-def run_certbot(argv: Sequence[str], timeout: float) -> Completed:
-    """Run certbot in a new session; at ``timeout`` SIGTERM then SIGKILL its process group."""
+def run_certbot(argv: Sequence[str], timeout: float, user: User | None = None) -> Completed:
+    """Run certbot in a new session (as ``user`` when given: we are root); at ``timeout``
+    SIGTERM then SIGKILL its process group. The reason of a failure is what certbot said
+    about it (``certbot_output.summarize``)."""
+    as_user: dict[str, object] = {}
+    if user is not None:
+        as_user = {"user": user.uid, "group": _primary_gid(user),
+                   "extra_groups": sorted(user.gids)}
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, start_new_session=True) as process:
+                          stderr=subprocess.PIPE, start_new_session=True,
+                          **as_user) as process:  # type: ignore[call-overload]
         try:
-            output, _ = process.communicate(timeout=timeout)
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                output, _ = process.communicate(timeout=5)
+                stdout, stderr = process.communicate(timeout=5)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                output, _ = process.communicate()
+                stdout, stderr = process.communicate()
             return Completed(False, f"certbot did not finish within {timeout:g}s and was "
-                                    "killed ([tls.renewal] renewal_timeout)\n" + _tail(output))
+                                    "killed ([tls.renewal] renewal_timeout)\n"
+                                    + _said(stdout, stderr))
     if process.returncode != 0:
         return Completed(False, f"certbot exited with status {process.returncode}:\n"
-                                + _tail(output))
+                                + _said(stdout, stderr))
     return Completed(True, "")
 
 
-def _tail(output: bytes | None, lines: int = 12) -> str:
-    text = (output or b"").decode("utf-8", "replace")
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+def _primary_gid(user: User) -> int:
+    try:
+        return pwd.getpwuid(user.uid).pw_gid
+    except KeyError:
+        return min(user.gids, default=user.uid)
+
+
+def _said(stdout: bytes | None, stderr: bytes | None) -> str:
+    def lines(data: bytes | None) -> list[str]:
+        return (data or b"").decode("utf-8", "replace").splitlines()
+
+    return "\n".join(summarize(lines(stdout), lines(stderr)))
 
 
 @dataclass(frozen=True)
 class CertSummary:
     serial: str
     not_after: datetime
+    names: tuple[str, ...]
 
 
 def cached_certificate(config: Config) -> CertSummary | None:
@@ -77,7 +103,8 @@ def cached_certificate(config: Config) -> CertSummary | None:
         bundle = store.read_bundle(store.certificate_path(le.cache_dir, le.domain))
     except (store.StoreError, store.InvalidCertificate, store.InvalidName, OSError):
         return None
-    return CertSummary(serial_hex(bundle.leaf), bundle.leaf.not_valid_after_utc)
+    return CertSummary(serial_hex(bundle.leaf), bundle.leaf.not_valid_after_utc,
+                       dns_names(bundle.leaf))
 
 
 def wrong_user(cache_dir: Path, command: str, euid: int | None = None) -> str | None:
@@ -99,38 +126,49 @@ def wrong_user(cache_dir: Path, command: str, euid: int | None = None) -> str | 
             f"{command}")
 
 
-def cert_renew_main(config: Config, out: TextIO) -> int:
-    """``elemta cert renew``: force a renewal now, print old and new serial and
-    not-after, and make sure the running daemon serves the new certificate."""
+def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
+    """``elemta cert renew``: force a renewal now (with ``if_due``: let certbot decide, as
+    the packaged timer does), print old and new serial and not-after, and make sure the
+    running daemon serves the new certificate. The lineage is renewed where the installer
+    recorded it, as the owner of its folders when run as root."""
     le = config.tls.letsencrypt
-    refusal = wrong_user(le.cache_dir, f"elemta cert renew -c {config.path or 'PATH'}")
-    if refusal:
-        print(refusal, file=out)
-        return EXIT_FAILURE
-    lineage = le.cache_dir / "certbot" / "config" / "renewal" / f"{le.domain}.conf"
     old = cached_certificate(config)
+    lineage = lineage_for(le.cache_dir, old.names if old else (le.domain,), cert_name(config))
     if old is None:
         print(f"no certificate for {le.domain} in {le.cache_dir / 'live'} yet", file=out)
     else:
         print(f"current: serial {old.serial}, not after {old.not_after.isoformat()}", file=out)
-    if not lineage.exists():
-        print(f"error: certbot has no certificate named {le.domain} in "
-              f"{lineage.parent.parent} to renew. With [tls.letsencrypt] enabled = true, "
+    if not lineage.renewal_conf.is_file():
+        print(f"error: certbot has no certificate named {lineage.cert_name} in "
+              f"{lineage.config_dir} to renew. With [tls.letsencrypt] enabled = true, "
               "`elemta serve` obtains one at start; run `elemta cert test` to see what stops it.",
               file=out)
         return EXIT_FAILURE
-    print(f"renewing {le.domain} with certbot (up to {config.tls.renewal.renewal_timeout:g}s)...",
-          file=out)
-    done = run_certbot(renew_command(config, force=True), config.tls.renewal.renewal_timeout)
+    runas = certbot_user(lineage)
+    if runas is None:
+        blocker = renewal_blocker(lineage, current_user(), cache_dir=le.cache_dir,
+                                  domain=le.domain, config_path=config.path)
+        if blocker:
+            print(f"error: {blocker}", file=out)
+            return EXIT_FAILURE
+    who = f" as {runas.name}" if runas else ""
+    what = "checking" if if_due else "renewing"
+    print(f"{what} {lineage.cert_name} in {lineage.config_dir} with certbot{who} (up to "
+          f"{config.tls.renewal.renewal_timeout:g}s)...", file=out)
+    done = run_certbot(renew_command(config, lineage, force=not if_due),
+                       config.tls.renewal.renewal_timeout, user=runas)
     if not done.ok:
         print(f"error: renewal failed: {done.reason}", file=out)
         print("the old certificate is still served; run `elemta cert test` to diagnose", file=out)
         return EXIT_FAILURE
     new = cached_certificate(config)
+    if if_due and old is not None and new is not None and new.serial == old.serial:
+        print("not renewed: certbot says it is not due yet", file=out)
+        return EXIT_OK
     if new is None or (old is not None and new.serial == old.serial):
         print(f"error: certbot succeeded but {store.certificate_path(le.cache_dir, le.domain)} "
               "was not updated: is the elemta installer recorded in certbot's renewal "
-              f"config ({lineage})?", file=out)
+              f"config ({lineage.renewal_conf})?", file=out)
         return EXIT_FAILURE
     print(f"renewed: serial {old.serial if old else '-'} -> {new.serial}", file=out)
     print(f"not after: {old.not_after.isoformat() if old else '-'} -> "

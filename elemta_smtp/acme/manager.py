@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from elemta_smtp.acme import notices
+from elemta_smtp.acme.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
 from elemta_smtp.acme.renewal import (
     CertFacts,
     cap_sentence,
@@ -93,7 +94,7 @@ class CertManager(Service):
     def __init__(self, config: Config, served: Callable[[], CertFacts | None], clock: Clock,
                  runner: Runner, mailer: NoticeMailer, *,
                  reload: Callable[[], object] | None = None,
-                 python: str | None = None) -> None:
+                 python: str | None = None, user: User | None = None) -> None:
         self.config = config
         self._served = served
         self._clock = clock
@@ -110,6 +111,8 @@ class CertManager(Service):
         self._renew = _Retry()
         self._force_next_acquire = False
         self._capped_logged: set[str] = set()
+        self._blocked_logged: set[tuple[str, str]] = set()
+        self._user = user if user is not None else current_user()
         self._notices_again = False
 
     # --- time ---
@@ -122,6 +125,9 @@ class CertManager(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._state = load_state(self._state_file)
+        current = self._current()
+        if current is not None and self.config.tls.renewal.auto_renew:
+            self._renewal_blocked(current)  # said at start, not first at renewal time
         self._schedule(0)
 
     def stopService(self) -> Deferred[None]:
@@ -272,9 +278,9 @@ class CertManager(Service):
             self._state = notices.add_event(self._state, Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
                 kind="acquire-failed", at=self.now(), names=(le.domain,), reason=reason))
-        log.error("could not obtain a certificate for {domain}: {reason}; still serving the "
-                  "bootstrap certificate; retrying in {delay} (certbot's log: {logs})",
-                  domain=le.domain, reason=_one_line(reason),
+        log.error("could not obtain a certificate for {domain}: {reason}; still serving {served}; "
+                  "retrying in {delay} (certbot's log: {logs})",
+                  domain=le.domain, reason=_one_line(reason), served=self._describe_served(),
                   delay=format_span(timedelta(seconds=delay)),
                   logs=str(le.cache_dir / "certbot" / "logs" / "letsencrypt.log"))
 
@@ -289,11 +295,14 @@ class CertManager(Service):
         if not decision.due or self._clock.seconds() < self._renew.not_before:
             return
         domain = self.config.tls.letsencrypt.domain
+        lineage = self._lineage(current)
+        if self._renewal_blocked(current, lineage):
+            return
         log.info("renewing the certificate for {domain} (serial {serial}): {left} left, renewal "
                  "window {window}", domain=domain, serial=current.serial,
                  left=format_span(decision.remaining), window=format_span(decision.window))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
-        result = await self._run(renew_command(self.config, **kwargs))
+        result = await self._run(renew_command(self.config, lineage, **kwargs))
         if result.ok:
             self._refresh()
             after = self._current()
@@ -303,9 +312,10 @@ class CertManager(Service):
                          "{not_after}", domain=domain, old=current.serial, new=after.serial,
                          not_after=after.not_after.isoformat())
                 return
-            reason = (f"certbot renew --cert-name {cert_name(self.config)} succeeded but the "
-                      "served certificate did not change (certbot may consider it not yet "
-                      "due, or the elemta installer did not write the cache)")
+            reason = (f"certbot renew --cert-name {lineage.cert_name} --config-dir "
+                      f"{lineage.config_dir} succeeded but the served certificate did not change "
+                      "(certbot may consider it not yet due, or the elemta installer did not "
+                      "write the cache)")
         else:
             reason = result.reason
         delay = self._renew.failed(self._clock.seconds(), at_least=renewal.check_interval)
@@ -318,6 +328,40 @@ class CertManager(Service):
             id=f"renewal-failed:{current.serial}:{int(self._clock.seconds())}",
             kind="renewal-failed", at=now, names=current.names, serial=current.serial,
             not_after=current.not_after, reason=reason))
+
+    def _describe_served(self) -> str:
+        """What is served for the domain now, in words (for "still serving ...")."""
+        facts = self._served()
+        if facts is None:
+            return "no certificate for it (TLS has nothing to offer)"
+        if facts.is_bootstrap:
+            return "the self-signed bootstrap certificate"
+        if facts.not_after <= self.now():
+            return (f"the EXPIRED certificate serial {facts.serial} "
+                    f"(expired {format_span(self.now() - facts.not_after)} ago)")
+        if not facts.covers(self.config.tls.letsencrypt.domain):
+            return f"a certificate for {', '.join(facts.names)} (serial {facts.serial})"
+        return f"serial {facts.serial} (valid until {facts.not_after.isoformat()})"
+
+    def _lineage(self, current: CertFacts) -> Lineage:
+        """The certbot lineage the served certificate was installed from."""
+        return lineage_for(self.config.tls.letsencrypt.cache_dir, current.names,
+                           cert_name(self.config))
+
+    def _renewal_blocked(self, current: CertFacts, lineage: Lineage | None = None) -> bool:
+        """Can this process not renew ``current`` (certbot's folders are another user's)?
+        Said once per certificate and lineage; the expiry notices remain the backstop."""
+        lineage = lineage or self._lineage(current)
+        le = self.config.tls.letsencrypt
+        blocker = renewal_blocker(lineage, self._user, cache_dir=le.cache_dir, domain=le.domain,
+                                  config_path=self.config.path)
+        if blocker is None:
+            return False
+        key = (current.serial, str(lineage.config_dir))
+        if key not in self._blocked_logged:
+            self._blocked_logged.add(key)
+            log.warn("{blocker}", blocker=blocker[:1].upper() + blocker[1:])
+        return True
 
     # --- notices ---
 

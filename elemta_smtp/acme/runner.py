@@ -4,8 +4,9 @@ The daemon never imports certbot: it runs certbot's entry point in a child
 Python (the interpreter running elemta, so the elemta plugin is found) through
 ``reactor.spawnProcess`` in a process group of its own, so a timeout can end
 certbot *and* anything it started (SIGTERM to the group, SIGKILL after a grace
-period). The last lines certbot wrote to stderr become the reason an admin
-reads in the log and in failure mails.
+period). What certbot said about a failure (the CA's report and the plugin's hint
+from stdout, the errors from stderr: ``certbot_output.summarize``) becomes the
+reason an admin reads in the log and in failure mails.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from elemta_smtp.acme.certbot_output import summarize
+from elemta_smtp.acme.lineages import Lineage, own_lineage
 from elemta_smtp.config import Config
 
 log = Logger(namespace="elemta.acme.runner")
 
 #: Put the child in a new session (and so a new process group), then exec the command.
 _SETSID_EXEC = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
-TAIL_LINES = 15
+TAIL_LINES = 40
 _LINE_LIMIT = 500
 
 
@@ -81,10 +84,11 @@ class RunResult:
 
     @property
     def reason(self) -> str:
-        """Why it failed, in words (certbot's own last lines when it wrote any)."""
+        """Why it failed, in words: what certbot said about it (the CA's detail, the
+        plugin's hint, its errors) when it said anything."""
         if self.ok:
             return ""
-        tail = "\n".join(self.stderr_tail or self.stdout_tail)
+        tail = "\n".join(summarize(self.stdout_tail, self.stderr_tail))
         if self.timed_out:
             head = f"certbot did not finish within {self.seconds:.0f}s and was killed"
         elif self.signal is not None:
@@ -92,12 +96,6 @@ class RunResult:
         else:
             head = f"certbot exited with status {self.exit_code}"
         return f"{head}:\n{tail}" if tail else head
-
-    @property
-    def last_line(self) -> str:
-        """The most telling single line, for one-line logs."""
-        lines = self.stderr_tail or self.stdout_tail
-        return lines[-1] if lines else ""
 
 
 def _tail_lines(buffer: bytes, tail: deque[str]) -> bytes:
@@ -219,15 +217,8 @@ def _short(argv: Sequence[str]) -> str:
 # --- certbot command lines (pure) ---
 
 
-def certbot_dirs(cache_dir: Path) -> list[str]:
-    """certbot's own directories, kept inside the cache directory."""
-    base = cache_dir / "certbot"
-    return ["--config-dir", str(base / "config"), "--work-dir", str(base / "work"),
-            "--logs-dir", str(base / "logs")]
-
-
 def cert_name(config: Config) -> str:
-    """The certbot lineage name elemta uses: the domain."""
+    """The certbot lineage name elemta uses when it obtains a certificate: the domain."""
     return config.tls.letsencrypt.domain
 
 
@@ -235,18 +226,19 @@ def cert_name(config: Config) -> str:
 CERTBOT_MAIN = "import sys; from certbot.main import main; sys.exit(main())"
 
 
-def _base(config: Config, python: str) -> list[str]:
-    return [python, "-c", CERTBOT_MAIN, *certbot_dirs(config.tls.letsencrypt.cache_dir),
-            "--non-interactive"]
+def _base(lineage: Lineage, python: str) -> list[str]:
+    return [python, "-c", CERTBOT_MAIN, *lineage.dir_args(), "--non-interactive"]
 
 
 def certonly_command(config: Config, python: str = sys.executable,
                      dry_run: bool = False, force: bool = False) -> list[str]:
-    """``certbot certonly`` with the elemta authenticator and installer."""
+    """``certbot certonly`` with the elemta authenticator and installer, into elemta's
+    own certbot folders."""
     le = config.tls.letsencrypt
-    command = [*_base(config, python), "certonly", "-a", "elemta", "-i", "elemta",
+    lineage = own_lineage(le.cache_dir, cert_name(config))
+    command = [*_base(lineage, python), "certonly", "-a", "elemta", "-i", "elemta",
                "--elemta-config", str(_config_path(config)), "-d", le.domain,
-               "--cert-name", cert_name(config), "--server", le.acme_directory,
+               "--cert-name", lineage.cert_name, "--server", le.acme_directory,
                "-m", le.email, "--agree-tos", "--key-type", le.key_type]
     if dry_run:
         command.append("--dry-run")
@@ -257,10 +249,13 @@ def certonly_command(config: Config, python: str = sys.executable,
     return command
 
 
-def renew_command(config: Config, python: str = sys.executable, force: bool = False) -> list[str]:
-    """``certbot renew`` for elemta's certificate only."""
-    command = [*_base(config, python), "renew", "--cert-name", cert_name(config),
-               "--no-random-sleep-on-renew"]
+def renew_command(config: Config, lineage: Lineage, python: str = sys.executable,
+                  force: bool = False) -> list[str]:
+    """``certbot renew`` for ``lineage`` only, in the folders it lives in, installed by the
+    elemta installer with this elemta.toml (whatever its renewal configuration says)."""
+    command = [*_base(lineage, python), "renew", "--cert-name", lineage.cert_name,
+               "--no-random-sleep-on-renew", "--installer", "elemta",
+               "--elemta-config", str(_config_path(config))]
     if force:
         command.append("--force-renewal")
     return command

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.acme.commands import cert_renew_main, wrong_user
+from elemta_smtp.acme import lineages
+from elemta_smtp.acme.commands import cert_renew_main, run_certbot, wrong_user
 from elemta_smtp.acme.diagnose import cert_test_main
 from elemta_smtp.config import load_config
 from tests.support import Setup, running_daemon
@@ -93,3 +94,32 @@ def test_root_is_refused_over_the_daemon_users_cache(tmp_path: Path, euid: int, 
     assert (message is not None) == refused
     if message:
         assert "sudo -u nobody elemta cert renew -c /etc/elemta/elemta.toml" in message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as another user")
+def test_certbot_runs_as_the_owner_of_the_lineage_folders(tmp_path: Path) -> None:
+    """Run as root, `cert renew` runs certbot as the owner of the lineage's folders (nobody
+    here), so no root-owned file lands in them; a root-owned lineage runs as root."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    os.chown(config_dir, 65534, 65534)
+    lineage = lineages.Lineage("mail.example.com", config_dir, tmp_path / "w", tmp_path / "l")
+    user = lineages.certbot_user(lineage)
+    assert user is not None and user.uid == 65534 and user.name == "nobody"
+    probe = ["/bin/sh", "-c", 'test "$(id -u):$(id -g)" = 65534:65534 || exit 3']
+    assert run_certbot(probe, timeout=30, user=user).ok
+    assert not run_certbot(probe, timeout=30).ok  # as root: the probe exits 3
+    os.chown(config_dir, 0, 0)
+    assert lineages.certbot_user(lineage) is None
+
+
+def test_renew_refuses_a_deleted_lineage(setup: Setup) -> None:
+    """A recorded lineage whose renewal configuration is gone: `cert renew` says where it
+    looked and exits 1 without running certbot."""
+    folders = setup.root / "letsencrypt"
+    lineages.write_record(setup.cache_dir, "mail.example.com", lineages.Lineage(
+        "mail.example.com", folders / "config", folders / "work", folders / "logs"))
+    out = io.StringIO()
+    assert cert_renew_main(load_config(setup.config_path), out) == 1
+    assert (f"certbot has no certificate named mail.example.com in {folders / 'config'}"
+            in out.getvalue())

@@ -14,6 +14,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 
+from elemta_smtp.acme import lineages
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.acme.renewal import CertFacts
@@ -353,3 +354,64 @@ def test_facts_from_served_picks_live_certificate(tmp_path: Path) -> None:
     only_boot = facts_from_served(served[3:], DOMAIN, cache)
     assert only_boot is not None and only_boot.is_bootstrap
     assert facts_from_served([], DOMAIN, cache) is None
+
+
+# --- which lineage is renewed, and when it cannot be --------------------------------
+
+def test_renewal_follows_the_recorded_lineage(world: World) -> None:
+    """A certificate installed from another certbot config folder is renewed there, under
+    its lineage name, with the elemta installer and this config."""
+    folders = world.tmp_path / "letsencrypt"
+    lineage = lineages.Lineage("mail.example.com-0001", folders / "config", folders / "work",
+                               folders / "logs")
+    lineage.renewal_conf.parent.mkdir(parents=True)
+    lineage.renewal_conf.write_text("version = 5\n")
+    lineages.write_record(world.config.tls.letsencrypt.cache_dir, DOMAIN, lineage)
+    world.cert = cert("0a", T0)
+    world.manager.startService()
+    world.advance_to(T0 + timedelta(days=60, hours=1))
+    assert world.runner.verbs == ["renew"]
+    renew = world.runner.calls[0]
+    assert renew[renew.index("--config-dir") + 1] == str(folders / "config")
+    assert renew[renew.index("--cert-name") + 1] == "mail.example.com-0001"
+    assert renew[renew.index("--installer") + 1] == "elemta"
+    assert renew[renew.index("--elemta-config") + 1] == str(world.config.path)
+
+
+def test_blocked_renewal_is_said_at_start_and_not_attempted(tmp_path: Path) -> None:
+    """When the daemon's user cannot write the lineage's folders, the start-up log says so
+    with the fix, and certbot is never run into a permission error."""
+    folders = tmp_path / "letsencrypt"
+    lineage = lineages.Lineage(DOMAIN, folders / "config", folders / "work", folders / "logs")
+    lineage.renewal_conf.parent.mkdir(parents=True)
+    lineage.renewal_conf.write_text("version = 5\n")
+    world = World(tmp_path)
+    lineages.write_record(world.config.tls.letsencrypt.cache_dir, DOMAIN, lineage)
+    stranger = lineages.User(uid=4242, gids=frozenset({4242}), name="elemta")
+    world.manager = CertManager(world.config, world.served, world.clock, world.runner,
+                                world.mailer, reload=world.reload, python="py", user=stranger)
+    world.cert = cert("0a", T0)
+    folders.chmod(0o755)
+    with capturedLogs() as logs:
+        world.manager.startService()
+        world.clock.advance(0)
+    started = messages(logs)
+    assert f"User elemta, who runs elemta, cannot write {folders / 'config'}" in started
+    assert "so elemta cannot renew it: enable the packaged timer" in started
+    with capturedLogs() as logs:
+        world.advance_to(T0 + timedelta(days=60, hours=1))
+    assert world.runner.calls == []
+    assert "cannot write" not in messages(logs)  # said once per certificate, not per check
+    assert world.mailer.kinds == ["expiry"]  # the expiry notices stay the backstop
+
+
+def test_failed_acquisition_says_what_is_served(world: World) -> None:
+    """An expired certificate still served is named as such, not as "the bootstrap"."""
+    world.cert = cert("0a", T0 - timedelta(days=91))
+    world.auto = (result(False, "Some challenges have failed."), None)
+    with capturedLogs() as logs:
+        world.manager.startService()
+        world.clock.advance(0)
+    text = messages(logs)
+    assert "still serving the EXPIRED certificate serial 0a (expired 1 day ago)" in text
+    assert "bootstrap" not in text

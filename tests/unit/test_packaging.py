@@ -83,8 +83,13 @@ def test_timer_runs_twice_a_day_at_random() -> None:
     d = _directives("elemta-certbot-renew.timer")
     assert d["OnCalendar"] == ["*-*-* 00,12:00:00"]
     assert d["RandomizedDelaySec"] and d["Persistent"] == ["true"]
-    renew = " ".join(_directives("elemta-certbot-renew.service")["ExecStart"])
-    assert "renew" in renew and "--config-dir /var/lib/elemta/certbot/config" in renew
+    service = _directives("elemta-certbot-renew.service")
+    assert service["ExecStart"] == ["/usr/local/bin/elemta cert renew --if-due -c "
+                                    "/etc/elemta/elemta.toml"]
+    # root, so a lineage in /etc/letsencrypt can be renewed (certbot runs as the folders' owner)
+    assert service["User"] == ["root"]
+    assert set(service["ReadWritePaths"][0].split()) == {
+        "/var/lib/elemta", "-/etc/letsencrypt", "-/var/lib/letsencrypt", "-/var/log/letsencrypt"}
 
 
 def test_example_config_passes_config_check() -> None:

@@ -19,14 +19,16 @@ from certbot import errors, interfaces
 from certbot._internal import cli
 from certbot._internal.display import obj as display_obj
 from certbot._internal.plugins import disco
+from certbot.display import ops as display_ops
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certbot_elemta._internal import daemon
+from certbot_elemta._internal import daemon, success
 from certbot_elemta._internal.configurator import ElemtaConfigurator
 from certbot_elemta._internal.lineage import find_lineage
+from elemta_smtp.acme import lineages
 from elemta_smtp.tls import store
 from tests.support import free_port
 from tests.unit.test_plugin_http01 import achall, get
@@ -309,8 +311,39 @@ def test_enhance_says_elemta_has_none(root: Root) -> None:
 
 def test_restart_without_daemon_is_not_an_error(root: Root, display: io.StringIO) -> None:
     """No pid file: restart() says the daemon will use the certificate when it starts."""
-    root.plugin("run").restart()
+    root.plugin("install").restart()
     assert "elemta is not running" in display.getvalue()
+    assert "it serves it when it starts" in display.getvalue()
+
+
+def test_run_ends_with_what_elemta_serves_not_https(root: Root, display: io.StringIO) -> None:
+    """`certbot run -i elemta` ends with what elemta serves and where, not "enabled HTTPS"."""
+    folder = make_lineage(root.live_dir, ["mail.example.com"])
+    plugin = root.plugin("run")
+    success.forget()
+    plugin.deploy_cert("mail.example.com", str(folder / "cert.pem"), str(folder / "privkey.pem"),
+                       str(folder / "chain.pem"), str(folder / "fullchain.pem"))
+    plugin.save("install")  # certbot's order: deploy_cert, save, restart (turns [tls] on)
+    plugin.restart()
+    display_ops.success_installation(["mail.example.com"])  # what certbot's run() calls last
+    text = display.getvalue()
+    success.forget()
+    assert "Congratulations" not in text and "https://" not in text
+    serial = format(x509.load_pem_x509_certificate(
+        (folder / "cert.pem").read_bytes()).serial_number, "x")
+    assert (f"elemta now serves the certificate for mail.example.com (serial {serial}, valid "
+            "until ") in text
+    assert f"from {store.live_dir(root.cache_dir) / 'mail.example.com.pem'}" in text
+    assert "SMTP 127.0.0.1:2525 (STARTTLS) and SMTPS 127.0.0.1:4465 (implicit TLS)" in text
+    assert text.count("elemta now serves") == 1  # said once, at the end of run
+
+
+def test_other_installers_keep_certbots_message(display: io.StringIO) -> None:
+    """Without the elemta installer in this run, certbot's own success text is unchanged."""
+    success.forget()
+    display_ops.success_installation(["www.example.com"])
+    assert "Congratulations! You have successfully enabled HTTPS on https://www.example.com" \
+        in display.getvalue()
 
 
 def test_restart_with_stale_pid_is_not_an_error(root: Root, display: io.StringIO) -> None:
@@ -318,7 +351,7 @@ def test_restart_with_stale_pid_is_not_an_error(root: Root, display: io.StringIO
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     root.pid_file.write_text(f"{gone.pid}\n")
-    root.plugin("run").restart()
+    root.plugin("install").restart()
     assert f"names pid {gone.pid}" in display.getvalue()
 
 
@@ -342,9 +375,9 @@ def test_restart_sends_sighup_to_the_daemon(root: Root, child: subprocess.Popen[
                                             display: io.StringIO) -> None:
     """restart() delivers SIGHUP to the pid in [server] pid_file."""
     root.pid_file.write_text(f"{child.pid}\n")
-    root.plugin("run").restart()
+    root.plugin("install").restart()
     assert child.stdout is not None and child.stdout.readline() == "HUP\n"
-    assert f"Told elemta (pid {child.pid})" in display.getvalue()
+    assert f"the daemon (pid {child.pid}) was told to reload (SIGHUP)" in display.getvalue()
 
 
 def test_restart_never_signals_a_foreign_process(root: Root) -> None:
@@ -420,3 +453,55 @@ def test_authenticator_prefers_http01_and_uses_configured_webroot(root: Root) ->
         plugin.cleanup([a])
     assert not (store.challenge_dir(root.cache_dir) / token).exists()
 
+
+
+# --- where a lineage lives, for renewal -----------------------------------------------
+
+def test_deploy_records_the_lineage_and_its_certbot_folders(root: Root) -> None:
+    """deploy_cert records which lineage, in which certbot folders, the cache file came from
+    (the daemon renews it there, not only in its own folders)."""
+    folder = make_lineage(root.live_dir, ["mail.example.com"], "mail.example.com-0001")
+    deploy(root.plugin("install"), folder, "mail.example.com")
+    recorded = lineages.read_record(root.cache_dir, "mail.example.com")
+    assert recorded == lineages.Lineage("mail.example.com-0001", root.certbot / "config",
+                                        root.certbot / "work", root.certbot / "logs")
+    record = lineages.record_path(root.cache_dir, "mail.example.com")
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+
+
+def test_renew_deploy_records_the_lineage(root: Root) -> None:
+    """renew_deploy records certbot's lineage name (lineagename), not only the cert's name."""
+    folder = make_lineage(root.live_dir, ["mail.example.com"], "mx")
+    root.plugin("renew").renew_deploy(_Lineage(folder, ["mail.example.com"]))
+    recorded = lineages.read_record(root.cache_dir, "mail.example.com")
+    assert recorded is not None and recorded.cert_name == "mx"
+    assert recorded.config_dir == root.certbot / "config"
+
+
+def test_plain_files_are_not_a_lineage(root: Root, tmp_path: Path, display: io.StringIO) -> None:
+    """Installing plain files (certbot install --cert-path/--key-path) forgets an old record
+    and says at once that nobody renews this certificate."""
+    folder = make_lineage(root.live_dir, ["mail.example.com"])
+    deploy(root.plugin("install"), folder, "mail.example.com")
+    assert lineages.read_record(root.cache_dir, "mail.example.com") is not None
+    elsewhere = make_lineage(tmp_path / "files", ["mail.example.com"])
+    deploy(root.plugin("install"), elsewhere, "mail.example.com")
+    assert lineages.read_record(root.cache_dir, "mail.example.com") is None
+    assert "does not come from a certbot lineage, so nobody renews it" in display.getvalue()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the cache to another user")
+def test_install_warns_when_the_daemon_cannot_renew(root: Root, display: io.StringIO) -> None:
+    """Installed (as root) from certbot folders the daemon's user cannot write: the installer
+    says so at once, in one sentence with the fix, not at expiry."""
+    folder = make_lineage(root.live_dir, ["mail.example.com"])
+    (root.certbot / "config" / "renewal").mkdir(parents=True)
+    (root.certbot / "config" / "renewal" / "mail.example.com.conf").write_text("version = 5\n")
+    root.cache_dir.mkdir(mode=0o700)
+    os.chown(root.cache_dir, 65534, 65534)  # the daemon runs as nobody
+    root.certbot.chmod(0o700)  # certbot's folders: root's only
+    deploy(root.plugin("install"), folder, "mail.example.com")
+    text = " ".join(display.getvalue().split())
+    assert f"Warning: user nobody, who runs elemta, cannot write {root.certbot / 'config'}" in text
+    assert "so elemta cannot renew it: enable the packaged timer" in text
+    assert "sudo -u nobody certbot certonly -a elemta -i elemta -d" in text

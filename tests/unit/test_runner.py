@@ -1,5 +1,5 @@
 """The certbot runner: real child processes, timeouts that kill the whole
-process group, certbot's last stderr lines as the reason; command lines."""
+process group, what certbot said about a failure as the reason; command lines."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.trial import unittest
 
+from elemta_smtp.acme.lineages import Lineage, own_lineage
 from elemta_smtp.acme.runner import (
     CERTBOT_MAIN,
     ProcessRunner,
     RunResult,
     SpawnReactor,
     _short,
-    certbot_dirs,
     certonly_command,
     renew_command,
 )
@@ -44,6 +44,28 @@ def _gone(pid: int) -> bool:
         return True
 
 
+#: What certbot 5.8 prints when the CA cannot fetch an HTTP-01 answer (seen against Pebble).
+CERTBOT_STDOUT = """Account registered.
+Requesting a certificate for mail.example.com
+
+Certbot failed to authenticate some domains (authenticator: elemta). The Certificate \
+Authority reported these problems:
+  Identifier: mail.example.com
+  Type:   unauthorized
+  Detail: Invalid response from http://mail.example.com/.well-known/acme-challenge/abc: \
+returned 404
+
+Hint: The Certificate Authority could not download the challenge answers from
+http://<domain>/.well-known/acme-challenge/, served by elemta on :80.
+
+"""
+CERTBOT_STDERR = """Saving debug log to /var/lib/elemta/certbot/logs/letsencrypt.log
+Some challenges have failed.
+Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile \
+/var/lib/elemta/certbot/logs/letsencrypt.log or re-run Certbot with -v for more details.
+"""
+
+
 class RealChildTests(unittest.TestCase):
     """Children run on the real reactor; timeouts come from a task.Clock unless said."""
 
@@ -57,17 +79,21 @@ class RealChildTests(unittest.TestCase):
         assert result.reason == ""
 
     @inlineCallbacks
-    def test_failure_reason_is_last_stderr_lines(self) -> Generator[Deferred[Any], Any, None]:
-        """A failing child's reason holds the exit status and its last stderr lines only."""
-        script = ("import sys\nfor i in range(40): print(f'line {i}', file=sys.stderr)\n"
-                  "print('Challenge failed for mail.example.com', file=sys.stderr)\nsys.exit(1)")
-        result: RunResult = yield ProcessRunner(_reactor(), clock=task.Clock(), tail=5).run(
+    def test_failure_reason_keeps_the_ca_detail_from_stdout(
+            self) -> Generator[Deferred[Any], Any, None]:
+        """certbot's CA report and hint (stdout) reach the reason even when stderr has lines."""
+        script = ("import sys\n"
+                  f"sys.stdout.write({CERTBOT_STDOUT!r})\n"
+                  f"sys.stderr.write({CERTBOT_STDERR!r})\n"
+                  "sys.exit(1)")
+        result: RunResult = yield ProcessRunner(_reactor(), clock=task.Clock()).run(
             [PY, "-c", script], timeout=30)
         assert not result.ok and result.exit_code == 1
-        assert result.reason.startswith("certbot exited with status 1:")
-        assert result.reason.endswith("Challenge failed for mail.example.com")
-        assert "line 35" not in result.reason and "line 39" in result.reason
-        assert result.last_line == "Challenge failed for mail.example.com"
+        assert result.reason.startswith("certbot exited with status 1:\nSome challenges have failed.")
+        assert "Detail: Invalid response from http://mail.example.com/.well-known/" in result.reason
+        assert "returned 404" in result.reason
+        assert "Hint: The Certificate Authority could not download" in result.reason
+        assert "Saving debug log" not in result.reason and "Ask for help" not in result.reason
 
     @inlineCallbacks
     def test_missing_program(self) -> Generator[Deferred[Any], Any, None]:
@@ -152,19 +178,38 @@ def test_certonly_command(tmp_path: Path) -> None:
 
 
 def test_renew_command(tmp_path: Path) -> None:
-    """renew names elemta's lineage, never sleeps at random, and forces only when asked."""
+    """renew names elemta's lineage in its own folders, never sleeps at random, installs with
+    the elemta installer and this config, and forces only when asked."""
     config = _config(tmp_path)
-    argv = renew_command(config, python="py")
+    lineage = own_lineage(tmp_path / "cache", "mail.example.com")
+    argv = renew_command(config, lineage, python="py")
     text = " ".join(argv)
     assert "renew --cert-name mail.example.com --no-random-sleep-on-renew" in text
-    assert " ".join(certbot_dirs(tmp_path / "cache")) in text
+    assert " ".join(lineage.dir_args()) in text
+    assert f"--config-dir {tmp_path / 'cache/certbot/config'}" in text
+    assert f"--installer elemta --elemta-config {tmp_path / 'elemta.toml'}" in text
     assert "--force-renewal" not in argv
-    assert renew_command(config, force=True)[-1] == "--force-renewal"
+    assert renew_command(config, lineage, force=True)[-1] == "--force-renewal"
+
+
+def test_renew_command_follows_a_recorded_lineage(tmp_path: Path) -> None:
+    """A lineage installed from another certbot config folder is renewed there, by its name."""
+    config = _config(tmp_path)
+    lineage = Lineage("mail.example.com-0001", Path("/etc/letsencrypt"),
+                      Path("/var/lib/letsencrypt"), Path("/var/log/letsencrypt"))
+    text = " ".join(renew_command(config, lineage, python="py"))
+    assert ("--config-dir /etc/letsencrypt --work-dir /var/lib/letsencrypt "
+            "--logs-dir /var/log/letsencrypt") in text
+    assert "renew --cert-name mail.example.com-0001 " in text
+    assert str(tmp_path / "cache") not in text
+
+
+OWN = own_lineage(Path("/var/lib/elemta"), "mail.example.com")
 
 
 @pytest.mark.parametrize(("build", "expected"), [
-    (renew_command, "certbot renew"),
-    (lambda c: renew_command(c, force=True), "certbot renew"),
+    (lambda c: renew_command(c, OWN), "certbot renew"),
+    (lambda c: renew_command(c, OWN, force=True), "certbot renew"),
     (certonly_command, "certbot certonly"),
     (lambda c: certonly_command(c, dry_run=True), "certbot certonly"),
     (lambda c: ["/usr/local/bin/certbot", "--config-dir", "/x", "renew"], "certbot renew"),
