@@ -26,7 +26,7 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.mail.smtp import ESMTPSenderFactory
+from twisted.mail.smtp import ESMTPSender, ESMTPSenderFactory
 from twisted.python.failure import Failure
 
 from elemta_smtp.acme.notices import Notice
@@ -34,6 +34,7 @@ from elemta_smtp.config import Config
 from elemta_smtp.errors import ElemtaError
 
 SEND_TIMEOUT = 60.0
+MAX_PLAIN_LINE = 78  # longer body lines go quoted-printable (RFC 5322 2.1.1 "SHOULD")
 
 
 class NotifyError(ElemtaError):
@@ -65,7 +66,11 @@ class Route:
 
 def compose(notice: Notice, sender: str, recipients: Sequence[str], hostname: str,
             now: datetime) -> bytes:
-    """The RFC 5322 message for ``notice`` (CRLF line ends, ready for SMTP)."""
+    """The RFC 5322 message for ``notice``: CRLF line ends only, 7-bit, UTF-8 declared.
+
+    The body goes out as plain 7-bit text when it is ASCII with short lines (readable raw),
+    else quoted-printable: the sender does not negotiate 8BITMIME, and a certbot line
+    longer than 998 characters must not make a relay (or elemta) refuse the notice."""
     message = EmailMessage(policy=SMTP)
     message["From"] = f"elemta <{sender}>"
     message["To"] = ", ".join(recipients)
@@ -75,8 +80,23 @@ def compose(notice: Notice, sender: str, recipients: Sequence[str], hostname: st
     message["Message-ID"] = f"<{digest}@{hostname}>"
     message["Auto-Submitted"] = "auto-generated"
     message["X-Elemta-Notice"] = notice.kind
-    message.set_content(wrap_body(notice.body))
+    body = wrap_body(notice.body.replace("\r\n", "\n").replace("\r", "\n"))
+    plain = body.isascii() and max(map(len, body.split("\n"))) <= MAX_PLAIN_LINE
+    message.set_content(body, charset="utf-8", cte="7bit" if plain else "quoted-printable")
     return message.as_bytes()
+
+
+def smtp_data(message: bytes) -> bytes:
+    """``message`` as the text of an SMTP DATA command (RFC 5321 4.5.2): every line end
+    CRLF (a lone CR or LF becomes one), a "." added before every line starting with ".",
+    ending in CRLF. The sender adds the final ``.``."""
+    text = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    text = text.replace(b"\n.", b"\n..")
+    if text.startswith(b"."):
+        text = b"." + text
+    return text.replace(b"\n", b"\r\n")
 
 
 def wrap_body(body: str, width: int = 72) -> str:
@@ -111,6 +131,23 @@ def choose_route(config: Config, recipients: Sequence[str]) -> Route:
         raise NotifyError("cannot deliver notices locally: [server] listen_addr is off; set "
                           "[notify] relay = \"host:port\" or turn the plain listener on")
     return Route(listen.connect_host, listen.port, False, "", "", "")
+
+
+class _VerbatimSender(ESMTPSender):
+    """Twisted's ESMTP client, sending the message bytes as they are.
+
+    Twisted's own ``transformChunk`` turns every LF into CRLF (a CRLF message goes out
+    with CR CR LF line ends: a blank line after the first header) and stuffs dots per
+    16 KiB chunk (a "." starting a chunk is missed). ``smtp_data`` prepares the bytes."""
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        # as Twisted's does: a long message is progress, not idleness
+        self.resetTimeout()  # type: ignore[no-untyped-call]
+        return chunk
+
+
+class _SenderFactory(ESMTPSenderFactory):
+    protocol = _VerbatimSender
 
 
 def _reason(failure: Failure) -> str:
@@ -152,9 +189,9 @@ class Mailer:
         context = None
         if route.starttls:
             context = optionsForClientTLS(route.tls_hostname, trustRoot=self._trust_root)
-        factory = ESMTPSenderFactory(  # type: ignore[no-untyped-call]
+        factory = _SenderFactory(  # type: ignore[no-untyped-call]
             route.username.encode() or None, route.password.encode() or None,
-            config.notify.sender, recipients, BytesIO(message), done,
+            config.notify.sender, recipients, BytesIO(smtp_data(message)), done,
             retries=0, timeout=self._timeout, contextFactory=context,
             heloFallback=not route.starttls, requireAuthentication=bool(route.username),
             requireTransportSecurity=route.starttls)

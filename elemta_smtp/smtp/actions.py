@@ -53,4 +53,14 @@ class AbortMessage:
     reason: str
 
 
-Action = Reply | StartTLS | Close | BeginMessage | MessageData | EndMessage | AbortMessage
+@dataclass(frozen=True, slots=True)
+class RefusedAtMail:
+    """A message was refused before DATA (MAIL declared a SIZE= over the limit): log it."""
+
+    sender: str
+    size: int
+    reason: str
+
+
+Action = (Reply | StartTLS | Close | BeginMessage | MessageData | EndMessage | AbortMessage
+          | RefusedAtMail)

@@ -40,6 +40,14 @@ class CommandRejected(ElemtaError):
         self.reply = reply
 
 
+class SizeExceeded(CommandRejected):
+    """MAIL FROM declared a SIZE= over ``max_message_size``: 552, and a log line."""
+
+    def __init__(self, sender: str, size: int, limit: int) -> None:
+        super().__init__(replies.SIZE_EXCEEDED)
+        self.sender, self.size, self.limit = sender, size, limit
+
+
 @dataclass(frozen=True, slots=True)
 class MailFrom:
     sender: str               # "" for the null reverse-path <>
@@ -114,7 +122,7 @@ def parse_mail(argument: str, extended: bool, max_size: int) -> MailFrom:
                 raise CommandRejected(replies.BAD_PARAMETER_VALUE)
             size = int(value)
             if size > max_size:
-                raise CommandRejected(replies.SIZE_EXCEEDED)
+                raise SizeExceeded(path, size, max_size)
         elif key == "BODY":
             if value is None or value.upper() not in ("7BIT", "8BITMIME"):
                 raise CommandRejected(replies.UNKNOWN_PARAMETER)

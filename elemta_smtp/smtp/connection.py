@@ -27,6 +27,7 @@ from elemta_smtp.smtp.actions import (
     Close,
     EndMessage,
     MessageData,
+    RefusedAtMail,
     Reply,
     StartTLS,
 )
@@ -283,6 +284,10 @@ class SMTPConnection(Protocol):
                 self._unregister_producer()
                 assert self._server.tls is not None  # the session offers STARTTLS only with TLS
                 start_tls(self.transport, self._server.tls)
+            elif isinstance(action, RefusedAtMail):
+                log.info("message - from=<{sender}> rcpts=0 size={size} refused: {reason} "
+                         "(MAIL from {peer})", queue_id="-", sender=action.sender,
+                         rcpts=0, size=action.size, reason=action.reason, peer=self._peer)
         if pending:
             self.transport.write(b"".join(pending))
 

@@ -23,12 +23,14 @@ from elemta_smtp.smtp.actions import (
     Close,
     EndMessage,
     MessageData,
+    RefusedAtMail,
     Reply,
     StartTLS,
 )
 from elemta_smtp.smtp.commands import (
     MAX_COMMAND_LINE,
     CommandRejected,
+    SizeExceeded,
     parse_hello,
     parse_mail,
     parse_rcpt,
@@ -272,7 +274,12 @@ class Session:
         self._hello(argument, out, extended=False)
 
     def _mail(self, argument: str, out: list[Action]) -> None:
-        mail = parse_mail(argument, self._extended, self.settings.max_message_size)
+        try:
+            mail = parse_mail(argument, self._extended, self.settings.max_message_size)
+        except SizeExceeded as exc:  # a refused message: one log line, like one refused at DATA
+            out.append(RefusedAtMail(exc.sender, exc.size, f"message size {exc.size} exceeds "
+                                                           f"max_message_size {exc.limit}"))
+            raise
         self._sender = mail.sender
         self.state = next_state(self.state, Event.MAIL)
         out.append(Reply(replies.SENDER_OK))

@@ -88,13 +88,15 @@ def test_message_over_max_message_size_gets_552_and_is_not_held(daemon: Daemon) 
 
 
 def test_declared_size_over_the_limit_is_refused_at_mail(daemon: Daemon) -> None:
-    """MAIL FROM with SIZE= above max_message_size gets 552 5.3.4 before any data is sent;
-    EHLO advertises the limit."""
+    """MAIL FROM with SIZE= above max_message_size gets 552 5.3.4 before any data is sent and
+    one log line as a refused message; EHLO advertises the limit."""
     with Wire(daemon.setup.smtp_port) as wire:
         assert wire.reply().startswith(b"220 ")
         assert b"250-SIZE 100000\r\n" in wire.command(b"EHLO client.test")
         assert wire.command(b"MAIL FROM:<s@client.test> SIZE=100001") == replies.SIZE_EXCEEDED
         assert wire.command(b"MAIL FROM:<s@client.test> SIZE=100000") == replies.SENDER_OK
+    daemon.wait_for_log("message - from=<s@client.test> rcpts=0 size=100001 refused: message "
+                        "size 100001 exceeds max_message_size 100000")
 
 
 def test_message_at_the_limit_is_accepted(daemon: Daemon) -> None:

@@ -1,46 +1,27 @@
-"""Notice mail: composing, choosing the route, and real sends to an SMTP
-server on 127.0.0.1 (aiosmtpd in a thread; the client runs on the real reactor)."""
+"""Notice mail, the pure parts: composing the message, its SMTP DATA text and choosing
+the route. Real sends (to elemta itself and to relays on 127.0.0.1) are in
+tests/integration/test_notice_mail.py."""
 
 from __future__ import annotations
 
 import datetime as dt
-import gc
-import ssl
-import tempfile
-import warnings
-from collections.abc import Generator
 from dataclasses import replace
 from email import message_from_bytes
+from email.message import EmailMessage
 from email.policy import default
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.ssl import Certificate
-from twisted.trial import unittest
+from twisted.python.failure import Failure
 
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.notify import Mailer, NotifyError, choose_route, compose, wrap_body
-from tests.support import free_port
+from elemta_smtp.notify import Mailer, NotifyError, choose_route, compose, smtp_data, wrap_body
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 NOTICE = Notice(key="expiry:0a:7", kind="expiry",
                 subject="TLS certificate for mail.example.com expires in 7 days or less",
                 body="The certificate expires.\nDo something.\n")
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
 
 
 def config(notify: str = "", delivery: str = "", server: str = "") -> Config:
@@ -50,53 +31,21 @@ def config(notify: str = "", delivery: str = "", server: str = "") -> Config:
                         f'sender = "elemta@mail.example.com"\n{notify}')
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.envelopes: list[Any] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        return "250 OK"
-
-
-def make_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Certificate]:
-    """A CA and a server certificate for 127.0.0.1/localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "notify test CA")])
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
-    end = start + dt.timedelta(days=3)
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(key.public_key()).serial_number(1).not_valid_before(start)
-          .not_valid_after(end)
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(key, hashes.SHA256()))
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(2)
-            .not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "leaf.pem", tmp_path / "leaf.key"
-    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
-                                                serialization.PrivateFormat.PKCS8,
-                                                serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context, Certificate.loadPEM(ca.public_bytes(serialization.Encoding.PEM))
+def only_crlf(raw: bytes) -> bool:
+    """Every line of ``raw`` ends in CRLF and no line holds a lone CR or LF."""
+    lines = raw.split(b"\r\n")
+    return lines[-1] == b"" and not any(b"\r" in line or b"\n" in line for line in lines)
 
 
 def test_compose_headers_and_body() -> None:
     """The message carries From, To, Subject, Date, a stable Message-ID and the body."""
     raw = compose(NOTICE, "elemta@mail.example.com", ["a@example.com", "b@example.com"],
                   "mail.example.com", NOW)
-    assert b"\r\n" in raw
+    assert only_crlf(raw)
+    assert raw.isascii()
     msg = message_from_bytes(raw, policy=default)
+    assert msg.defects == []
+    assert msg["From"] == "elemta <elemta@mail.example.com>"
     assert msg["To"] == "a@example.com, b@example.com"
     assert msg["Subject"] == NOTICE.subject
     assert msg["Date"] == "Sun, 01 Mar 2026 12:00:00 +0000"
@@ -105,6 +54,66 @@ def test_compose_headers_and_body() -> None:
     assert msg["Message-ID"] == message_from_bytes(
         compose(NOTICE, "x@y.z", ["a@b.c"], "mail.example.com", NOW), policy=default)["Message-ID"]
     assert msg.get_content().replace("\r\n", "\n") == wrap_body(NOTICE.body)
+    assert msg["Content-Transfer-Encoding"] == "7bit"
+    assert msg.get_content_charset() == "utf-8"
+
+
+def test_non_ascii_body_goes_quoted_printable_as_utf_8() -> None:
+    """Non-ASCII text (a certbot reason, a subject) stays 7-bit on the wire: quoted-printable
+    with charset utf-8 in the body, an RFC 2047 word in the subject; it decodes unchanged."""
+    reason = "Zertifikat für straße.example abgelehnt — échec"
+    notice = replace(NOTICE, subject="renewal FAILED — échec", body=f"Reason:\n{reason}\n")
+    raw = compose(notice, "elemta@mail.example.com", ["a@example.com"], "mail.example.com", NOW)
+    assert raw.isascii() and only_crlf(raw)
+    msg = message_from_bytes(raw, policy=default)
+    assert isinstance(msg, EmailMessage)
+    assert msg["Content-Transfer-Encoding"] == "quoted-printable"
+    assert msg.get_content_charset() == "utf-8"
+    assert msg["Subject"] == notice.subject
+    assert msg.get_content().replace("\r\n", "\n") == notice.body
+
+
+def test_body_line_over_998_is_encoded_not_sent_raw() -> None:
+    """A certbot line with no space longer than SMTP allows (998) is quoted-printable
+    encoded (no line over 78 on the wire) and decodes back whole."""
+    token = "urn:ietf:params:acme:error:" + "x" * 1500
+    notice = replace(NOTICE, body=f"Reason:\n{token}\n")
+    raw = compose(notice, "elemta@mail.example.com", ["a@example.com"], "mail.example.com", NOW)
+    assert max(map(len, raw.split(b"\r\n"))) <= 78
+    msg = message_from_bytes(raw, policy=default)
+    assert isinstance(msg, EmailMessage)
+    assert token in msg.get_content().replace("\r\n", "\n").split("\n")
+
+
+def test_bare_cr_and_lf_in_the_body_become_line_breaks() -> None:
+    """A lone CR (certbot's progress output) or LF in a reason is a line break in the mail,
+    never a bare CR on the wire."""
+    notice = replace(NOTICE, body="progress 10%\rprogress 100%\r\ndone\n")
+    raw = compose(notice, "elemta@mail.example.com", ["a@example.com"], "mail.example.com", NOW)
+    assert only_crlf(raw)
+    msg = message_from_bytes(raw, policy=default)
+    assert isinstance(msg, EmailMessage)
+    assert msg.get_content().replace("\r\n", "\n") == "progress 10%\nprogress 100%\ndone\n"
+
+
+@pytest.mark.parametrize(("message", "data"), [
+    pytest.param(b"A: b\r\n\r\nbody\r\n", b"A: b\r\n\r\nbody\r\n", id="crlf-unchanged"),
+    pytest.param(b"A: b\n\nbody", b"A: b\r\n\r\nbody\r\n", id="lf-and-no-final-newline"),
+    pytest.param(b"A: b\r\rbody\r\r\n", b"A: b\r\n\r\nbody\r\n\r\n", id="lone-cr"),
+    pytest.param(b"A: b\r\n\r\n.\r\n.x\r\n..\r\nx.\r\n", b"A: b\r\n\r\n..\r\n..x\r\n...\r\nx.\r\n",
+                 id="dot-stuffing"),
+    pytest.param(b".first\r\n", b"..first\r\n", id="dot-on-the-first-line"),
+    pytest.param(b"x\r\nFrom me\r\n", b"x\r\nFrom me\r\n", id="from-line-unchanged"),
+])
+def test_smtp_data(message: bytes, data: bytes) -> None:
+    """The DATA text has CRLF line ends only, every leading dot doubled, a final CRLF."""
+    assert smtp_data(message) == data
+
+
+def test_smtp_data_of_a_composed_notice_is_the_notice() -> None:
+    """A composed notice (already CRLF) goes on the wire byte for byte (no CR CR LF)."""
+    raw = compose(NOTICE, "elemta@mail.example.com", ["a@example.com"], "mail.example.com", NOW)
+    assert smtp_data(raw) == raw
 
 
 def test_long_body_lines_are_folded_not_quoted_printable() -> None:
@@ -148,103 +157,18 @@ def test_relay_route() -> None:
             route.tls_hostname) == ("smtp.example.net", 587, True, "u", "p", "smtp.example.net")
 
 
-class SendTests(unittest.TestCase):
-    """Real sends over 127.0.0.1."""
+class NoConnect:
+    """A reactor that must not be asked to connect."""
 
-    def tmp(self) -> Path:
-        folder = tempfile.TemporaryDirectory()
-        self.addCleanup(folder.cleanup)
-        return Path(folder.name)
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30) -> object:
+        raise AssertionError(f"connectTCP({host!r}, {port}) called")
 
-    def start(self, **kwargs: Any) -> tuple[Recorder, int]:
-        recorder = Recorder()
-        port = free_port()
-        controller = Controller(recorder, hostname="127.0.0.1", port=port, **kwargs)
-        controller.start()
-        self.addCleanup(self._collect_server_leaks)
-        self.addCleanup(controller.stop)
-        return recorder, port
 
-    @staticmethod
-    def _collect_server_leaks() -> None:
-        """aiosmtpd's STARTTLS leaves the server's pre-TLS asyncio transport unclosed; collect
-        it here so its ResourceWarning is not blamed on a later test. Client sockets are ours
-        and are not excused: they are closed before this runs."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-
-    @inlineCallbacks
-    def test_plain_relay(self) -> Generator[Deferred[Any], Any, None]:
-        """One notice reaches the relay once, addressed to every recipient."""
-        recorder, port = self.start()
-        c = config(f'relay = "127.0.0.1:{port}"\nrelay_starttls = false\n')
-        yield Mailer(c, _reactor()).send(NOTICE, NOW)
-        assert len(recorder.envelopes) == 1
-        envelope = recorder.envelopes[0]
-        assert envelope.mail_from == "elemta@mail.example.com"
-        assert envelope.rcpt_tos == ["admin@example.com", "ops@example.net"]
-        assert NOTICE.subject.encode() in envelope.original_content
-
-    @inlineCallbacks
-    def test_starttls_and_auth(self) -> Generator[Deferred[Any], Any, None]:
-        """With relay_starttls and a username the mailer upgrades, verifies the relay and logs in."""
-        context, ca = make_tls(self.tmp())
-        logins: list[tuple[bytes, bytes]] = []
-
-        def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
-                          auth_data: Any) -> AuthResult:
-            assert isinstance(auth_data, LoginPassword)
-            logins.append((auth_data.login, auth_data.password))
-            return AuthResult(success=auth_data.password == b"secret")
-
-        recorder, port = self.start(tls_context=context, require_starttls=True,
-                                    authenticator=authenticator, auth_require_tls=True)
-        c = config(f'relay = "localhost:{port}"\nrelay_username = "elemta"\n'
-                   'relay_password = "secret"\n')
-
-        class Localhost:
-            """Connects "localhost" to 127.0.0.1 (the host may resolve it to ::1 first)."""
-
-            def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30) -> object:
-                return _reactor().connectTCP("127.0.0.1", port, factory, timeout=timeout)
-
-        yield Mailer(c, Localhost(), trust_root=ca).send(NOTICE, NOW)
-        assert logins == [(b"elemta", b"secret")]
-        assert len(recorder.envelopes) == 1
-
-    @inlineCallbacks
-    def test_untrusted_relay_certificate_fails(self) -> Generator[Deferred[Any], Any, None]:
-        """A relay whose certificate does not verify gets no mail and the error says so."""
-        context, _ca = make_tls(self.tmp())
-        _other_context, other_ca = make_tls(self.tmp())
-        recorder, port = self.start(tls_context=context, require_starttls=True)
-        c = config(f'relay = "127.0.0.1:{port}"\n')
-        with pytest.raises(NotifyError, match=f"via 127.0.0.1:{port} failed"):
-            yield Mailer(c, _reactor(), trust_root=other_ca).send(NOTICE, NOW)
-        assert recorder.envelopes == []
-
-    @inlineCallbacks
-    def test_local_delivery_through_own_listener(self) -> Generator[Deferred[Any], Any, None]:
-        """With no relay, a local recipient's notice is spoken to the plain listener on 127.0.0.1."""
-        recorder, port = self.start()
-        c = parse_config(f'[server]\nhostname = "mail.example.com"\nlisten_addr = ":{port}"\n'
-                         '[delivery]\nlocal_domains = ["example.com"]\n'
-                         '[notify]\nrecipients = ["admin@example.com"]\n')
-        yield Mailer(c, _reactor()).send(NOTICE, NOW)
-        assert [e.rcpt_tos for e in recorder.envelopes] == [["admin@example.com"]]
-
-    @inlineCallbacks
-    def test_refused_connection_errbacks_with_reason(self) -> Generator[Deferred[Any], Any, None]:
-        """Nothing listening: NotifyError naming the relay, never a silent success."""
-        port = free_port()
-        c = config(f'relay = "127.0.0.1:{port}"\nrelay_starttls = false\n')
-        with pytest.raises(NotifyError, match=rf"127\.0\.0\.1:{port} failed: .*refused"):
-            yield Mailer(c, _reactor()).send(NOTICE, NOW)
-
-    @inlineCallbacks
-    def test_no_recipients(self) -> Generator[Deferred[Any], Any, None]:
-        """No recipients at all is an error that says so."""
-        c = parse_config("[notify]\nrelay = \"127.0.0.1:25\"\n")
-        with pytest.raises(NotifyError, match="nobody to mail"):
-            yield Mailer(c, _reactor()).send(NOTICE, NOW)
+def test_no_recipients() -> None:
+    """No recipients at all is an error that says so, and nothing is connected to."""
+    c = parse_config('[notify]\nrelay = "127.0.0.1:25"\n')
+    failures: list[Failure] = []
+    Mailer(c, NoConnect()).send(NOTICE, NOW).addErrback(failures.append)
+    [failure] = failures
+    assert isinstance(failure.value, NotifyError)
+    assert "nobody to mail" in failure.value.reason

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from zope.interface import directlyProvides
 
 from elemta_smtp.smtp import replies
@@ -455,6 +455,21 @@ def test_logs_message_and_connection(harness: Harness, events: list[LogEvent]) -
         "alice@example.net", 1, len(BODY), "queued")
     [closed] = [e for e in events if "close_reason" in e]
     assert (closed["peer"], closed["close_reason"], closed["messages"]) == ("192.0.2.7", "quit", 1)
+
+
+def test_logs_message_refused_at_mail_for_its_size(harness: Harness,
+                                                   events: list[LogEvent]) -> None:
+    """MAIL with SIZE= over max_message_size is answered 552 and logged as a refused message
+    (sender, size, limit, client), like one refused at DATA."""
+    protocol, transport = harness.connect()
+    take(transport)
+    protocol.dataReceived(b"EHLO c.example\r\nMAIL FROM:<a@b.example> SIZE=999999999\r\n")
+    assert take(transport).endswith(replies.SIZE_EXCEEDED)
+    [message] = [e for e in events if "queue_id" in e]
+    assert (message["sender"], message["rcpts"], message["size"]) == ("a@b.example", 0, 999_999_999)
+    assert formatEvent(message) == (
+        "message - from=<a@b.example> rcpts=0 size=999999999 refused: message size 999999999 "
+        "exceeds max_message_size 5000 (MAIL from 192.0.2.7)")
 
 
 def test_implicit_tls_needs_a_creator(harness: Harness) -> None:

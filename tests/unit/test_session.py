@@ -12,6 +12,7 @@ from elemta_smtp.smtp.actions import (
     Close,
     EndMessage,
     MessageData,
+    RefusedAtMail,
     Reply,
 )
 from elemta_smtp.smtp.session import Session, SessionSettings
@@ -171,6 +172,31 @@ def test_command_reply(setup: bytes, command: bytes, expected: bytes) -> None:
     session = new_session()
     session.receive(setup)
     assert say(session, command + b"\r\n") == [expected]
+
+
+def test_size_over_the_limit_at_mail_is_a_refused_message() -> None:
+    """MAIL with SIZE= over max_message_size: a RefusedAtMail (sender, size, reason) for the
+    log, then 552; the session stays greeted and a smaller MAIL is accepted."""
+    session = new_session()
+    session.receive(b"EHLO c.example\r\n")
+    actions = session.receive(b"MAIL FROM:<a@example.net> SIZE=999999999\r\n")
+    assert actions == [RefusedAtMail("a@example.net", 999_999_999,
+                                     "message size 999999999 exceeds max_message_size 10000"),
+                       Reply(replies.SIZE_EXCEEDED)]
+    assert session.state is State.GREETED
+    assert say(session, b"MAIL FROM:<a@example.net> SIZE=10000\r\n") == [replies.SENDER_OK]
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(b"MAIL FROM:<a@example.net> SIZE=10000", id="size-at-the-limit"),
+    pytest.param(b"MAIL FROM:<a@example.net> SIZE=big", id="bad-size"),
+    pytest.param(b"MAIL FROM:<a@example.net> FOO=1", id="other-refusal"),
+])
+def test_other_mail_commands_are_no_refused_message(command: bytes) -> None:
+    """Only a SIZE= over the limit makes a refused-message action; other MAIL replies do not."""
+    session = new_session()
+    session.receive(b"EHLO c.example\r\n")
+    assert [a for a in session.receive(command + b"\r\n") if not isinstance(a, Reply)] == []
 
 
 def test_quit() -> None:
