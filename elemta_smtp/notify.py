@@ -148,6 +148,7 @@ class _VerbatimSender(ESMTPSender):
 
 class _SenderFactory(ESMTPSenderFactory):
     protocol = _VerbatimSender
+    noisy = False  # no "Starting factory" / "Stopping factory" lines per notice
 
 
 def _reason(failure: Failure) -> str:

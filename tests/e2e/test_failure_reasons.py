@@ -44,3 +44,4 @@ def test_wrong_http_addr_reports_the_cas_detail_and_the_hint(start_pebble: Start
         text = body.get_content()
         assert "Detail: Get" in text and "connection refused" in text
         assert "Hint: The Certificate Authority could not download" in text
+        assert "Starting factory" not in daemon.log()  # one line per event, no Twisted chatter
