@@ -16,7 +16,9 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
+from elemta_smtp import descriptors
 from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.acme.http01_rules import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.config import Config
@@ -70,6 +72,7 @@ class ElemtaService(MultiService):
         self.config = config
         self.reactor = reactor
         self.ports: list[IListeningPort] = []
+        self.open_at_start = 0  # descriptors open once the listeners are bound
         cache_dir = config.tls.letsencrypt.cache_dir
         try:
             store.ensure_layout(cache_dir)
@@ -101,7 +104,8 @@ class ElemtaService(MultiService):
                           self.smtp.implicit_tls_factory()))
         http_addr = config.tls.letsencrypt.http_addr
         if http_addr is not None:
-            site = http01_site(store.webroot(config.tls.letsencrypt.cache_dir))
+            site = http01_site(store.webroot(config.tls.letsencrypt.cache_dir),
+                               IReactorTime(self.reactor), self.http_connection_cap)
             found.append(("HTTP-01", http_addr, site))
         return found
 
@@ -113,7 +117,40 @@ class ElemtaService(MultiService):
             host = port.getHost()
             log.info("listening for {what} on {host}:{port}", what=what,
                      host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
+        self.open_at_start = descriptors.open_descriptors()
+        if self.config.tls.letsencrypt.http_addr is not None:
+            self._check_http_budget()
         super().privilegedStartService()
+
+    def http_connection_cap(self) -> int:
+        """HTTP-01 connections allowed open at once now (asked at each accept): the
+        listener's own cap, lowered so that SMTP's reserve of descriptors stays free."""
+        return descriptors.http_connection_cap(
+            descriptors.open_files_limit(), self.open_at_start,
+            self.config.server.max_connections, HTTP_MAX_CONNECTIONS)
+
+    def _check_http_budget(self) -> None:
+        """Say at start when the open-files limit squeezes the HTTP-01 listener."""
+        cap = self.http_connection_cap()
+        if cap >= HTTP_MAX_CONNECTIONS:
+            return
+        limit = descriptors.open_files_limit()
+        needed = descriptors.needed_limit(self.open_at_start, self.config.server.max_connections,
+                                          HTTP_MAX_CONNECTIONS)
+        fields = {"limit": limit, "open": self.open_at_start, "needed": needed,
+                  "smtp": self.config.server.max_connections,
+                  "other": descriptors.OTHER_DESCRIPTORS, "cap": cap}
+        todo = ("raise the limit (LimitNOFILE= in the systemd unit, `ulimit -n` in a shell) "
+                "to {needed} or more, or lower [server] max_connections")
+        if cap == 0:
+            log.error("the open-files limit ({limit}) leaves no descriptors for the HTTP-01 "
+                      "listener after {open} open at start and {smtp} + {other} kept for SMTP: "
+                      "it will refuse every connection, so HTTP-01 challenges fail; " + todo,
+                      **fields)
+        else:
+            log.warn("the open-files limit ({limit}) allows only {cap} HTTP-01 connections at "
+                     "once after {open} open at start and {smtp} + {other} kept for SMTP; "
+                     + todo, **fields)
 
     def _listen(self, what: str, address: Address, factory: IProtocolFactory) -> IListeningPort:
         try:
