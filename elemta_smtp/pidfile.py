@@ -49,17 +49,23 @@ def live_pid(pid_file: Path) -> int | None:
     return pid if is_elemta(pid) else None
 
 
-def check_pid_file(pid_file: Path, pid: int) -> None:
+#: How to get a pid file of one's own, for a daemon with a config file.
+PID_FILE_ADVICE = "set a different [server] pid_file"
+#: The same for ``elemta serve --dev``, whose pid file is ``<data dir>/elemta.pid``.
+DEV_PID_FILE_ADVICE = "use another --data-dir"
+
+
+def check_pid_file(pid_file: Path, pid: int, advice: str = PID_FILE_ADVICE) -> None:
     """Refuse to start when another running elemta owns ``pid_file``."""
     other = live_pid(pid_file)
     if other is not None and other != pid:
         raise PidFileError(f"{pid_file}: another elemta is running with pid {other}; "
-                           "stop it first, or set a different [server] pid_file")
+                           f"stop it first, or {advice}")
 
 
-def write_pid_file(pid_file: Path, pid: int) -> None:
+def write_pid_file(pid_file: Path, pid: int, advice: str = PID_FILE_ADVICE) -> None:
     """Record ``pid`` atomically (temp file + rename), unless another daemon owns the file."""
-    check_pid_file(pid_file, pid)
+    check_pid_file(pid_file, pid, advice)
     try:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = pid_file.with_name(f".{pid_file.name}.{pid}")
@@ -67,7 +73,7 @@ def write_pid_file(pid_file: Path, pid: int) -> None:
         os.replace(tmp, pid_file)
     except OSError as exc:
         raise PidFileError(f"cannot write pid file {pid_file}: {exc.strerror}; "
-                           "create its folder or set [server] pid_file") from None
+                           f"create its folder or {advice}") from None
 
 
 def remove_pid_file(pid_file: Path, pid: int) -> None:

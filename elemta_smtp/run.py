@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from twisted.logger import (
     ILogObserver,
     LogEvent,
+    Logger,
     LogLevel,
     formatEventAsClassicLogText,
     globalLogBeginner,
@@ -17,8 +18,10 @@ from twisted.logger import (
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
 
 from elemta_smtp.config import Config
+from elemta_smtp.descriptors import raise_open_files_limit
 from elemta_smtp.errors import ElemtaError
 
+_log = Logger(namespace="elemta")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 _SHOWN = frozenset({LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical})
 # Twisted's own lines for every port opened and closed; elemta logs its listeners itself.
@@ -92,6 +95,16 @@ def _observer(stream: TextIO) -> ILogObserver:
     return LineObserver(stream)  # type: ignore[no-any-return, unused-ignore]
 
 
+def _raise_open_files_limit() -> None:
+    """Every connection holds a file descriptor: take the whole hard limit, not the soft one
+    (often 1024, below the default max_connections alone)."""
+    before, after = raise_open_files_limit()
+    if after != before:
+        _log.info("open files limit raised from {before} to {after}", before=before, after=after)
+    else:
+        _log.info("open files limit {limit}", limit=after)
+
+
 def serve(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit status."""
     if "twisted.internet.reactor" not in sys.modules:  # (tests may have installed one)
@@ -105,6 +118,7 @@ def serve(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) ->
     reactor: Any = _reactor
     globalLogBeginner.beginLoggingTo([_observer(out)], redirectStandardIO=False,
                                      discardBuffer=True)
+    _raise_open_files_limit()
     try:
         service = ElemtaService(config, reactor)
         service.privilegedStartService()

@@ -8,7 +8,7 @@ import os
 import signal
 from collections.abc import Generator
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -16,12 +16,20 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
+from elemta_smtp import descriptors
 from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.acme.http01_rules import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.config import Config
 from elemta_smtp.errors import ElemtaError
-from elemta_smtp.pidfile import check_pid_file, remove_pid_file, write_pid_file
+from elemta_smtp.pidfile import (
+    DEV_PID_FILE_ADVICE,
+    PID_FILE_ADVICE,
+    check_pid_file,
+    remove_pid_file,
+    write_pid_file,
+)
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.protocol import SMTPServer
 from elemta_smtp.smtp.session import SessionSettings
@@ -40,11 +48,20 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def listen_error(what: str, address: Address, exc: CannotListenError) -> StartupError:
+def is_dev(config: Config) -> bool:
+    """Is this ``elemta serve --dev``'s embedded config (no file behind it)? Its errors then
+    speak of ``--data-dir`` and the fixed ports, not of config keys it has no file for."""
+    return config.path is None
+
+
+def listen_error(what: str, address: Address, exc: CannotListenError, dev: bool = False) -> StartupError:
     """Turn a failed bind into a sentence an admin can act on."""
     code = getattr(exc.socketError, "errno", None)
     if code == errno.EADDRINUSE:
         why = "the port is already in use by another program (see `ss -ltnp`)"
+        if dev:
+            why += ("; `elemta serve --dev` always uses 127.0.0.1:2525, 4465 and 8080: stop "
+                    "the other program (another `elemta serve --dev`?) first")
     elif code == errno.EACCES:
         why = ("permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE "
                "(packaging/elemta.service grants it)")
@@ -70,12 +87,20 @@ class ElemtaService(MultiService):
         self.config = config
         self.reactor = reactor
         self.ports: list[IListeningPort] = []
+        self.dev = is_dev(config)
+        self._pid_advice = DEV_PID_FILE_ADVICE if self.dev else PID_FILE_ADVICE
+        # Before anything is written: a second daemon must leave the first one's files alone.
+        check_pid_file(config.server.pid_file, os.getpid(), self._pid_advice)
+        self.open_at_start = 0  # descriptors open once the listeners are bound
         cache_dir = config.tls.letsencrypt.cache_dir
         try:
+            if self.dev:  # the --data-dir, created here so a failure is worded for --dev
+                cache_dir.parent.mkdir(parents=True, exist_ok=True)
             store.ensure_layout(cache_dir)
         except OSError as exc:
+            todo = "use another --data-dir" if self.dev else "create it or set [tls.letsencrypt] cache_dir"
             raise StartupError(f"cannot create the cache directory {cache_dir}: {exc.strerror}; "
-                               "create it or set [tls.letsencrypt] cache_dir") from None
+                               f"{todo}") from None
         except store.StoreError as exc:
             raise StartupError(f"cannot use the cache directory {cache_dir}: {exc}") from None
         self.tls: ServerTLS | None = None
@@ -101,19 +126,53 @@ class ElemtaService(MultiService):
                           self.smtp.implicit_tls_factory()))
         http_addr = config.tls.letsencrypt.http_addr
         if http_addr is not None:
-            site = http01_site(store.webroot(config.tls.letsencrypt.cache_dir))
+            site = http01_site(store.webroot(config.tls.letsencrypt.cache_dir),
+                               IReactorTime(self.reactor), self.http_connection_cap)
             found.append(("HTTP-01", http_addr, site))
         return found
 
     def privilegedStartService(self) -> None:
-        check_pid_file(self.config.server.pid_file, os.getpid())
+        check_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)
         for what, address, factory in self._listeners():
             port = self._listen(what, address, factory)
             self.ports.append(port)
             host = port.getHost()
             log.info("listening for {what} on {host}:{port}", what=what,
                      host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
+        self.open_at_start = descriptors.open_descriptors()
+        if self.config.tls.letsencrypt.http_addr is not None:
+            self._check_http_budget()
         super().privilegedStartService()
+
+    def http_connection_cap(self) -> int:
+        """HTTP-01 connections allowed open at once now (asked at each accept): the
+        listener's own cap, lowered so that SMTP's reserve of descriptors stays free."""
+        return descriptors.http_connection_cap(
+            descriptors.open_files_limit(), self.open_at_start,
+            self.config.server.max_connections, HTTP_MAX_CONNECTIONS)
+
+    def _check_http_budget(self) -> None:
+        """Say at start when the open-files limit squeezes the HTTP-01 listener."""
+        cap = self.http_connection_cap()
+        if cap >= HTTP_MAX_CONNECTIONS:
+            return
+        limit = descriptors.open_files_limit()
+        needed = descriptors.needed_limit(self.open_at_start, self.config.server.max_connections,
+                                          HTTP_MAX_CONNECTIONS)
+        fields = {"limit": limit, "open": self.open_at_start, "needed": needed,
+                  "smtp": self.config.server.max_connections,
+                  "other": descriptors.OTHER_DESCRIPTORS, "cap": cap}
+        todo = ("raise the limit (LimitNOFILE= in the systemd unit, `ulimit -n` in a shell) "
+                "to {needed} or more, or lower [server] max_connections")
+        if cap == 0:
+            log.error("the open-files limit ({limit}) leaves no descriptors for the HTTP-01 "
+                      "listener after {open} open at start and {smtp} + {other} kept for SMTP: "
+                      "it will refuse every connection, so HTTP-01 challenges fail; " + todo,
+                      **fields)
+        else:
+            log.warn("the open-files limit ({limit}) allows only {cap} HTTP-01 connections at "
+                     "once after {open} open at start and {smtp} + {other} kept for SMTP; "
+                     + todo, **fields)
 
     def _listen(self, what: str, address: Address, factory: IProtocolFactory) -> IListeningPort:
         try:
@@ -133,10 +192,10 @@ class ElemtaService(MultiService):
         except CannotListenError as exc:
             for port in self.ports:
                 port.stopListening()
-            raise listen_error(what, address, exc) from None
+            raise listen_error(what, address, exc, self.dev) from None
 
     def startService(self) -> None:
-        write_pid_file(self.config.server.pid_file, os.getpid())
+        write_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)
         super().startService()
         log.info("elemta ready (pid {pid}, config {path})", pid=os.getpid(),
                  path=self.config.path or "embedded")
@@ -171,10 +230,13 @@ class ElemtaService(MultiService):
 
 
 def install_signal_handlers(service: ElemtaService, reactor: ServiceReactor) -> None:
-    """SIGHUP reloads certificates. SIGTERM/SIGINT are Twisted's: reactor.stop(),
-    which runs ``stopService`` (graceful) before the process exits."""
+    """SIGHUP reloads certificates. SIGINT and SIGTERM stop the reactor, which runs
+    ``stopService`` (graceful) before the process exits. Twisted installs its SIGINT
+    handler only over Python's default one; a daemon started in the background by a
+    shell script inherits SIGINT *ignored*, so it is installed here, whatever was there."""
 
     def on_hup(signum: int, frame: object) -> None:
         reactor.callFromThread(service.reload)
 
     signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGINT, cast(Any, reactor).sigInt)

@@ -151,14 +151,22 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
+def in_shell(shell: str, command: list[str]) -> list[str]:
+    """``command`` run by ``sh`` after the shell commands ``shell`` (``ulimit -n 100``,
+    ``trap '' INT``): what they set (limits, ignored signals) is inherited across exec."""
+    return ["sh", "-c", f'set -e; {shell}; exec "$@"', "sh", *command]
+
+
 @contextmanager
 def running_daemon(setup: Setup, env: Mapping[str, str] | None = None,
-                   wait_ports: bool = True) -> Iterator[Daemon]:
-    """Start ``elemta serve -c <setup>`` and stop it (SIGTERM, then SIGKILL) afterwards."""
+                   wait_ports: bool = True, shell: str | None = None) -> Iterator[Daemon]:
+    """Start ``elemta serve -c <setup>`` and stop it (SIGTERM, then SIGKILL) afterwards;
+    ``shell``: shell commands to run first (see ``in_shell``)."""
     log_path = setup.root / "daemon.log"
+    command = elemta_command("serve", "-c", str(setup.config_path))
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            elemta_command("serve", "-c", str(setup.config_path)),
+            in_shell(shell, command) if shell else command,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )

@@ -1,11 +1,15 @@
 """The plugin's own HTTP-01 listener, used only while no elemta daemon listens
 on ``[tls.letsencrypt] http_addr`` (first issuance before the daemon ever ran,
 or the daemon is stopped). It serves the same challenge directory with the
-same rules as the daemon's site: ``/.well-known/acme-challenge/<token>``,
-GET/HEAD, text/plain, 404 everywhere else."""
+same rules as the daemon's site (``elemta_smtp.acme.http01_rules``):
+``/.well-known/acme-challenge/<token>``, GET/HEAD, text/plain, 404 everywhere
+else, 400 for HTTP/1.1 without one Host; each connection closed
+``REQUEST_DEADLINE`` seconds after it was accepted, at most ``MAX_CONNECTIONS``
+open at once (more are closed at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -17,7 +21,14 @@ from typing import ClassVar
 
 from certbot import errors
 
-from certbot_elemta._internal import files
+from elemta_smtp.acme.http01_rules import (
+    MAX_CONNECTIONS,
+    REQUEST_DEADLINE,
+    AnswerError,
+    host_problem,
+    is_token,
+    read_answer,
+)
 from elemta_smtp.units import Address
 
 logger = logging.getLogger(__name__)
@@ -55,9 +66,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(body=False)
 
     def _answer(self, body: bool) -> None:
+        problem = host_problem(self.request_version, self.headers.get_all("Host") or [])
+        if problem is not None:
+            self.close_connection = True
+            self._send(HTTPStatus.BAD_REQUEST, f"bad request: {problem}\n".encode(),
+                       "text/plain; charset=utf-8", body)
+            return
         path = self.path.split("?", 1)[0]
         token = path[len(PREFIX):] if path.startswith(PREFIX) else ""
-        answer = files.read_answer(self.challenge_dir, token) if files.is_token(token) else None
+        try:
+            answer = read_answer(self.challenge_dir, token) if is_token(token) else None
+        except AnswerError as exc:
+            logger.warning("Cannot read the HTTP-01 answer: %s", exc.strerror)
+            answer = None
         if answer is None:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", body)
             return
@@ -78,14 +99,50 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``max_connections`` of them (more are closed at
+    once, unread), each connection cut ``deadline`` seconds after it was accepted."""
+
     daemon_threads = True
     allow_reuse_address = True
+    deadline = REQUEST_DEADLINE
+    max_connections = MAX_CONNECTIONS
+
+    def __init__(self, server_address: tuple[str, int], handler: type[_Handler]) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[object, threading.Timer] = {}  # per open connection
+        super().__init__(server_address, handler)
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:
             # ":80" means every address: take IPv4 too on the same socket.
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        """Admit a connection while fewer than ``max_connections`` are open, and start its
+        deadline; a refused one is closed by ``shutdown_request`` at once."""
+        with self._lock:
+            if len(self._deadlines) >= self.max_connections:
+                return False
+            timer = threading.Timer(self.deadline, _cut, (request,))
+            timer.daemon = True
+            self._deadlines[request] = timer
+        timer.start()
+        return True
+
+    def shutdown_request(self, request: object) -> None:
+        with self._lock:
+            timer = self._deadlines.pop(request, None)
+        if timer is not None:
+            timer.cancel()
+        super().shutdown_request(request)  # type: ignore[arg-type]
+
+
+def _cut(request: object) -> None:
+    """The deadline passed: end both directions, so the handler's read returns at once."""
+    if isinstance(request, socket.socket):
+        with contextlib.suppress(OSError):  # already closed
+            request.shutdown(socket.SHUT_RDWR)
 
 
 def _server(family: socket.AddressFamily, host: str, port: int, handler: type[_Handler]) -> _Server:
@@ -111,13 +168,16 @@ def _bind(address: Address, handler: type[_Handler]) -> _Server:
 class ChallengeServer:
     """A listener on ``address`` serving ``challenge_dir`` from a thread until ``stop``."""
 
-    def __init__(self, address: Address, challenge_dir: Path) -> None:
+    def __init__(self, address: Address, challenge_dir: Path,
+                 deadline: float = REQUEST_DEADLINE, max_connections: int = MAX_CONNECTIONS) -> None:
         self.address = address
         handler = type("Handler", (_Handler,), {"challenge_dir": challenge_dir})
         try:
             self._server = _bind(address, handler)
         except OSError as exc:
             raise errors.PluginError(bind_error_message(exc, address)) from exc
+        self._server.deadline = deadline
+        self._server.max_connections = max_connections
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.1},
                                         name=f"elemta-http01-{address.port}", daemon=True)

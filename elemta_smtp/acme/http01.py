@@ -8,24 +8,30 @@ tokens come and go without telling the daemon.
 
 from __future__ import annotations
 
-import errno
-import os
-import re
-import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from elemta_smtp.acme.http01_rules import (
+    MAX_CONNECTIONS,
+    REQUEST_DEADLINE,
+    TOKEN,
+    AnswerError,
+    host_problem,
+    read_answer,
+)
+
 log = Logger()
 
 CHALLENGE_PREFIX = (b".well-known", b"acme-challenge")
-TOKEN = re.compile(rb"\A[A-Za-z0-9_-]{1,256}\Z")
 PLAIN_UTF8 = b"text/plain; charset=utf-8"
-MAX_ANSWER = 4096  # a key authorization is ~87 bytes: anything bigger is not one
 
 
 def token_from_path(postpath: list[bytes]) -> str | None:
@@ -33,26 +39,16 @@ def token_from_path(postpath: list[bytes]) -> str | None:
     exactly ``.well-known/acme-challenge/<token>`` with a base64url token."""
     if len(postpath) != 3 or tuple(postpath[:2]) != CHALLENGE_PREFIX:
         return None
-    if not TOKEN.match(postpath[2]):
-        return None
-    return postpath[2].decode("ascii")
+    token = postpath[2].decode("ascii", "replace")
+    return token if TOKEN.match(token) else None
 
 
-def read_answer(challenge_dir: Path, token: str) -> bytes | None:
-    """The key authorization stored for ``token``, or None when there is no
-    such regular file (symlinks are not followed; oversized files are refused)."""
+def _answer(challenge_dir: Path, token: str) -> bytes | None:
     try:
-        fd = os.open(challenge_dir / token, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES):
-            log.warn("cannot read http-01 answer {path}: {error}",
-                     path=str(challenge_dir / token), error=exc.strerror)
+        return read_answer(challenge_dir, token)
+    except AnswerError as exc:
+        log.warn("cannot read http-01 answer: {error}", error=exc.strerror)
         return None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_ANSWER:
-            return None
-        return f.read(MAX_ANSWER + 1)[:MAX_ANSWER]
 
 
 def _headers(request: Request, code: int, **headers: bytes) -> None:
@@ -74,12 +70,18 @@ class ChallengeResource(Resource):
 
     def render(self, request: Request) -> bytes:
         """GET and HEAD; anything else is 405 (answered here: Twisted's own
-        405 page goes through a deprecated class)."""
+        405 page goes through a deprecated class). HTTP/1.1 without one Host is 400."""
+        problem = host_problem(request.clientproto.decode("latin-1"),
+                               request.requestHeaders.getRawHeaders(b"host", []))
+        if problem is not None:  # RFC 9112: 400; and the connection is closed after it
+            request.channel.persistent = False
+            _headers(request, http.BAD_REQUEST, content_type=PLAIN_UTF8, connection=b"close")
+            return b"bad request: %s\n" % problem.encode()
         if request.method not in (b"GET", b"HEAD"):
             _headers(request, http.NOT_ALLOWED, allow=b"GET, HEAD", content_type=PLAIN_UTF8)
             return b"method not allowed\n"
         token = token_from_path(list(request.postpath or []))
-        answer = read_answer(self._challenge_dir, token) if token else None
+        answer = _answer(self._challenge_dir, token) if token else None
         if answer is None:
             _headers(request, http.NOT_FOUND, cache_control=b"no-store", content_type=PLAIN_UTF8)
             body = b"not found\n"
@@ -97,20 +99,86 @@ class ChallengeResource(Resource):
         return body
 
 
+class ChallengeChannel(http.HTTPChannel):
+    """One HTTP connection, closed ``REQUEST_DEADLINE`` seconds after it was accepted
+    whatever the client sends meanwhile (Twisted's own timeout restarts on every byte)."""
+
+    site: ChallengeSite
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()  # type: ignore[no-untyped-call]
+        self.site.connection_opened()
+        self._deadline = self.site.reactor.callLater(self.site.deadline, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        log.debug("http-01: dropping {client}: still open after {deadline:g}s",
+                  client=_host(transport.getPeer()), deadline=self.site.deadline)
+        transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.site.connection_closed()
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+def _host(address: IAddress | None) -> str:
+    return str(getattr(address, "host", address))
+
+
 class ChallengeSite(Site):
-    """A Site that keeps quiet: no access log line per request and no
-    tracebacks shown to clients; ``ChallengeResource`` logs what matters."""
+    """A bounded, quiet Site: at most ``max_connections()`` connections open (others are
+    closed at once, unread), each for at most ``deadline`` seconds; no access log line per
+    request and no tracebacks shown to clients (``ChallengeResource`` logs what matters).
+    Refusing starts and stops are logged once each, not per connection."""
 
     noisy = False
     displayTracebacks = False
+    protocol = ChallengeChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2 wrapper
+
+    def __init__(self, resource: Resource, reactor: IReactorTime | None,
+                 max_connections: Callable[[], int], deadline: float) -> None:
+        super().__init__(resource, reactor=reactor, timeout=None)  # type: ignore[no-untyped-call]
+        self.max_connections = max_connections
+        self.deadline = deadline
+        self.open = 0
+        self._refused = 0  # since the last time a connection was accepted
+
+    def buildProtocol(self, addr: IAddress | None) -> ChallengeChannel | None:  # type: ignore[override]
+        cap = self.max_connections()
+        if self.open >= cap:
+            if self._refused == 0:
+                log.warn("http-01 listener full ({open} connections open, at most {cap}): "
+                         "refusing new connections until some close",
+                         open=self.open, cap=cap)
+            self._refused += 1
+            return None
+        if self._refused:
+            log.info("http-01 listener accepting again ({refused} connections refused meanwhile)",
+                     refused=self._refused)
+            self._refused = 0
+        channel: ChallengeChannel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
+        return channel
+
+    def connection_opened(self) -> None:
+        self.open += 1
+
+    def connection_closed(self) -> None:
+        self.open -= 1
 
     def log(self, request: http.Request) -> None:
         """Access logging is off: only served challenges are logged."""
 
 
-def http01_site(webroot: Path, reactor: IReactorTime | None = None) -> Site:
+def http01_site(webroot: Path, reactor: IReactorTime | None = None,
+                max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
+                deadline: float = REQUEST_DEADLINE) -> Site:
     """The site to listen with on ``[tls.letsencrypt] http_addr``: it serves
-    ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere."""
-    site: Site = ChallengeSite(  # type: ignore[no-untyped-call]
-        ChallengeResource(webroot), reactor=reactor, timeout=30)
-    return site
+    ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere.
+    ``max_connections()`` is asked at each accept (the daemon lowers it when file
+    descriptors run short)."""
+    return ChallengeSite(ChallengeResource(webroot), reactor, max_connections, deadline)

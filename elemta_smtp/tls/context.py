@@ -8,12 +8,15 @@ certificate while connections already in TLS keep theirs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from OpenSSL import SSL
+from OpenSSL._util import exception_from_error_queue
+from OpenSSL._util import lib as _lib
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
@@ -30,9 +33,34 @@ TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 #: TLS 1.3 suites: OpenSSL's default three, AES-128-GCM first (with server preference its
 #: SHA-256 key schedule and transcript hash make each handshake cheaper than SHA-384's).
 TLS13_CIPHERS = b"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+#: Key-exchange groups, for TLS 1.2 ECDHE and TLS 1.3 alike: Mozilla's "intermediate" set.
+#: OpenSSL's default also offers X448 and P-521, which that profile (and sslyze's check of it)
+#: does not allow; X25519 first, the cheapest.
+GROUPS = b"X25519:P-256:P-384"
 _OPTIONS = (SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION |  # type: ignore[attr-defined, unused-ignore]
             SSL.OP_CIPHER_SERVER_PREFERENCE
             | SSL.OP_SINGLE_ECDH_USE)
+
+
+@functools.cache
+def _warn_groups_unrestricted() -> None:
+    """Said once per process: the group list could not be set (cryptography too old)."""
+    Logger(namespace="elemta.tls").warn(
+        "TLS key exchange groups cannot be restricted with this cryptography build: OpenSSL's "
+        "default groups (X448 and P-521 too) are offered; upgrade cryptography")
+
+
+def set_groups(ctx: SSL.Context, groups: bytes) -> bool:
+    """Offer only ``groups`` (OpenSSL's names, "X25519:P-256") for key exchange; False when
+    this cryptography build cannot (OpenSSL's own default groups stay). pyOpenSSL has no
+    setter for a list, so this calls ``SSL_CTX_set1_curves_list`` (``SSL_CTX_set1_groups_list``
+    under its older name) through cryptography's bindings."""
+    setter = getattr(_lib, "SSL_CTX_set1_curves_list", None)
+    if setter is None:
+        return False
+    if setter(ctx._context, groups) != 1:
+        exception_from_error_queue(SSL.Error)
+    return True
 
 
 def build_context(bundle: CertificateBundle,
@@ -44,6 +72,8 @@ def build_context(bundle: CertificateBundle,
     ctx.set_options(_OPTIONS)
     ctx.set_cipher_list(TLS12_CIPHERS)
     ctx.set_tls13_ciphersuites(TLS13_CIPHERS)
+    if not set_groups(ctx, GROUPS):
+        _warn_groups_unrestricted()
     ctx.set_session_id(b"elemta")
     ctx.use_certificate(bundle.leaf)  # type: ignore[arg-type, unused-ignore]
     ctx.use_privatekey(bundle.key)  # type: ignore[arg-type, unused-ignore]

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Setup, elemta_command, running_daemon, stop_process, wait_for_port
+from tests.support import (
+    Setup,
+    elemta_command,
+    in_shell,
+    running_daemon,
+    stop_process,
+    wait_for_port,
+)
 
 DEV_PORTS = (2525, 4465, 8080)
 
@@ -115,3 +122,80 @@ def test_a_stale_pid_file_is_taken_over(tmp_path: Path) -> None:
     setup.pid_file.write_text("999999999\n")
     with running_daemon(setup) as daemon:
         assert setup.pid_file.read_text().strip() == str(daemon.pid)
+
+
+def test_a_refused_second_daemon_leaves_its_cache_dir_alone(tmp_path: Path) -> None:
+    """A second daemon on the same pid file but another cache_dir refuses before writing
+    anything: its cache_dir (bootstrap.pem, folders) is never created."""
+    first = Setup(tmp_path / "one")
+    first.write()
+    second = Setup(tmp_path / "two")
+    second.write({"server": {"pid_file": str(first.pid_file)}})
+    with running_daemon(first) as daemon:
+        result = subprocess.run(elemta_command("serve", "-c", str(second.config_path)),
+                                capture_output=True, text=True, timeout=30, check=False)
+        assert result.returncode == 1
+        assert f"another elemta is running with pid {daemon.pid}" in result.stderr
+    assert not second.cache_dir.exists()
+
+
+@contextmanager
+def dev_ports_free() -> Iterator[None]:
+    if any(port_taken(p) for p in DEV_PORTS):
+        pytest.skip(f"another program uses one of the --dev ports {DEV_PORTS}")
+    yield
+
+
+def test_sigint_stops_a_daemon_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """`elemta serve --dev` started from a script in the background inherits SIGINT ignored
+    (here: `trap '' INT` before exec); SIGINT still stops it gracefully: exit 0, "stopped"
+    logged, pid file removed."""
+    probe = subprocess.run(in_shell("trap '' INT", ["cat", "/proc/self/status"]),
+                           capture_output=True, text=True, check=True).stdout
+    sig_ign = next(int(line.split()[1], 16) for line in probe.splitlines()
+                   if line.startswith("SigIgn:"))
+    assert sig_ign & (1 << (signal.SIGINT - 1)), "the shell did not pass SIGINT on ignored"
+    data = tmp_path / "data"
+    log_path = tmp_path / "dev.log"
+    with dev_ports_free(), open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            in_shell("trap '' INT", elemta_command("serve", "--dev", "--data-dir", str(data))),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            for port in DEV_PORTS:
+                wait_for_port("127.0.0.1", port)
+            assert (data / "elemta.pid").read_text().strip() == str(process.pid)
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=15) == 0, log_path.read_text()
+        finally:
+            stop_process(process)
+    assert "stopped" in log_path.read_text()
+    assert not (data / "elemta.pid").exists()
+
+
+def test_dev_errors_speak_of_dev_options_not_config_keys(tmp_path: Path) -> None:
+    """What `elemta serve --dev` prints when it cannot start names --data-dir and its fixed
+    ports, never a config key it has no file for: a second --dev on the same data dir, one
+    on another data dir (ports taken), and a data dir that cannot be created."""
+    data = tmp_path / "data"
+
+    def dev(data_dir: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(elemta_command("serve", "--dev", "--data-dir", str(data_dir)),
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    (tmp_path / "file").write_text("not a folder")
+    blocked = dev(tmp_path / "file" / "data")
+    assert blocked.returncode == 1
+    assert "cannot create the cache directory" in blocked.stderr
+    assert "use another --data-dir" in blocked.stderr
+    with dev_ports_free(), dev_daemon(data) as first:
+        same = dev(data)
+        other = dev(tmp_path / "other")
+    assert same.returncode == 1
+    assert f"another elemta is running with pid {first.pid}" in same.stderr
+    assert "use another --data-dir" in same.stderr
+    assert other.returncode == 1
+    assert "already in use" in other.stderr
+    assert "--dev` always uses 127.0.0.1:2525, 4465 and 8080" in other.stderr
+    for result in (blocked, same, other):
+        assert "[server]" not in result.stderr and "[tls" not in result.stderr, result.stderr

@@ -1,21 +1,25 @@
 """The daemon's HTTP-01 site, driven through real HTTP parsing over a
-StringTransport with a task.Clock (no sockets, no reactor)."""
+StringTransport with a task.Clock (no sockets, no reactor): what it serves, and its
+bounds (deadline, connection cap, Host rule)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
-from elemta_smtp.acme.http01 import http01_site, token_from_path
+from elemta_smtp.acme.http01 import ChallengeSite, http01_site, token_from_path
+from elemta_smtp.acme.http01_rules import REQUEST_DEADLINE
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 ANSWER = TOKEN.encode() + b".thumbprint_-abc"
@@ -169,3 +173,115 @@ def ours(events: list[LogEvent]) -> list[LogEvent]:
 def test_token_from_path(postpath: list[bytes], expected: str | None) -> None:
     """The path rule accepts exactly base64url tokens under the challenge prefix."""
     assert token_from_path(postpath) == expected
+
+
+# --- bounds: deadline, connection cap, Host -------------------------------------------------
+
+
+class Open:
+    """A connection to a site, its clock and its transport, driven by hand."""
+
+    def __init__(self, site: ChallengeSite, clock: Clock, host: str = "192.0.2.7") -> None:
+        peer = IPv4Address("TCP", host, 40000)
+        self.protocol: Any = site.buildProtocol(peer)
+        self.clock = clock
+        self.transport: Any = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
+        if self.protocol is not None:
+            self.protocol.makeConnection(self.transport)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        assert self.protocol is not None
+        self.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[no-untyped-call]
+
+
+def bounded_site(webroot: Path, cap: int = 3) -> tuple[ChallengeSite, Clock]:
+    clock = Clock()
+    site = http01_site(webroot, reactor=cast(IReactorTime, clock), max_connections=lambda: cap)
+    assert isinstance(site, ChallengeSite)
+    return site, clock
+
+
+def test_trickled_request_is_aborted_at_the_deadline(webroot: Path) -> None:
+    """A byte a second restarts no timer: the connection is aborted REQUEST_DEADLINE seconds
+    after it was opened, with nothing written back."""
+    site, clock = bounded_site(webroot)
+    conn = Open(site, clock)
+    assert conn.protocol is not None
+    raw = b"GET /.well-known/acme-challenge/x HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 50
+    seconds = int(REQUEST_DEADLINE)
+    for second in range(seconds):  # a byte at 0 s, 1 s, ... 9 s
+        conn.protocol.dataReceived(raw[second:second + 1])
+        clock.advance(1 if second < seconds - 1 else 0.99)
+    assert not conn.transport.disconnected
+    clock.advance(0.02)
+    assert conn.transport.disconnected  # aborted
+    assert conn.transport.value() == b""
+
+
+def test_deadline_is_cancelled_when_the_connection_closes(webroot: Path) -> None:
+    """A connection that ended leaves no timer behind."""
+    site, clock = bounded_site(webroot)
+    conn = Open(site, clock)
+    assert conn.protocol is not None
+    conn.protocol.dataReceived(b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    conn.close()
+    assert clock.getDelayedCalls() == []
+    assert site.open == 0
+
+
+def test_connections_over_the_cap_are_refused_and_logged_once(
+        webroot: Path, events: list[LogEvent]) -> None:
+    """With max_connections() = 3, a 4th and 5th connection get no protocol (Twisted closes the
+    socket at once); one warning for the run of refusals, one line when a slot is used again."""
+    site, clock = bounded_site(webroot, cap=3)
+    held = [Open(site, clock) for _ in range(3)]
+    assert all(c.protocol is not None for c in held)
+    assert Open(site, clock).protocol is None
+    assert Open(site, clock).protocol is None
+    held[0].close()
+    assert Open(site, clock).protocol is not None
+    texts = [formatEvent(e) for e in ours(events)]
+    assert len(texts) == 2
+    assert "full (3 connections open, at most 3)" in texts[0]
+    assert "accepting again (2 connections refused meanwhile)" in texts[1]
+
+
+def test_cap_is_asked_at_every_accept(webroot: Path) -> None:
+    """The cap is a function (the daemon lowers it when descriptors run short): a lower value
+    refuses the next connection even below the old cap."""
+    clock = Clock()
+    cap = [5]
+    site = http01_site(webroot, reactor=cast(IReactorTime, clock), max_connections=lambda: cap[0])
+    assert Open(cast(ChallengeSite, site), clock).protocol is not None
+    cap[0] = 1
+    assert Open(cast(ChallengeSite, site), clock).protocol is None
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    pytest.param(b"GET /x HTTP/1.1\r\n\r\n", 400, id="1.1-no-host"),
+    pytest.param(b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, id="1.1-two-hosts"),
+    pytest.param(b"POST /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, id="1.1-post-no-host"),
+    pytest.param(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 404, id="1.1-host"),
+    pytest.param(b"GET /x HTTP/1.0\r\n\r\n", 404, id="1.0-no-host"),
+])
+def test_http11_needs_exactly_one_host(webroot: Path, raw: bytes, expected: int) -> None:
+    """HTTP/1.1 without a Host header, or with two, is 400 (RFC 9112); HTTP/1.0 needs none."""
+    status, headers, _ = request(webroot, raw)
+    assert status == expected
+    if expected == 400:
+        assert headers[b"connection"] == b"close"
+
+
+def test_token_naming_a_folder_is_404_and_closes_its_descriptor(webroot: Path) -> None:
+    """A folder where a token file should be is 404, and no descriptor is left open."""
+    (webroot / ".well-known" / "acme-challenge" / "folder").mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        assert get(webroot, "/.well-known/acme-challenge/folder")[0] == 404
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_fifo_token_is_404_without_blocking(webroot: Path) -> None:
+    """A FIFO named like a token is never read (no blocking open, no read): 404."""
+    os.mkfifo(webroot / ".well-known" / "acme-challenge" / "pipe")
+    assert get(webroot, "/.well-known/acme-challenge/pipe")[0] == 404

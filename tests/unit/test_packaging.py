@@ -76,6 +76,7 @@ def test_daemon_unit_hardening() -> None:
                                                     "/run/elemta"}
     assert d["RuntimeDirectory"] == ["elemta"]
     assert d["RestartPreventExitStatus"] == ["78"]
+    assert d["LimitNOFILE"] == ["65536"]  # systemd's default soft limit (1024) < max_connections
 
 
 def test_timer_runs_twice_a_day_at_random() -> None:

@@ -73,7 +73,7 @@ def test_unwritable_location_says_what_to_do(tmp_path: Path) -> None:
     """A pid file whose folder cannot be made gives a sentence naming the key to change."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(PidFileError, match=r"set \[server\] pid_file"):
+    with pytest.raises(PidFileError, match=r"create its folder or set a different \[server\] pid_file"):
         write_pid_file(blocker / "elemta.pid", os.getpid())
 
 

@@ -288,3 +288,45 @@ def test_start_tls_on_other_transports_uses_theirs() -> None:
     creator = ServerTLS()
     start_tls(Double(), creator)
     assert calls == [creator]
+
+
+# --- output OpenSSL queues while reading ------------------------------------------------
+
+
+def tls12_link() -> Link:
+    """A Link whose client speaks TLS 1.2 at most (renegotiation exists only there)."""
+    link = Link()
+    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
+    context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    link.client.tls = SSL.Connection(context, None)
+    link.client.tls.set_connect_state()
+    return link
+
+
+def test_renegotiation_gets_the_no_renegotiation_alert_at_once() -> None:
+    """A TLS 1.2 renegotiation (a record with no application data) is answered at once with the
+    no_renegotiation alert OpenSSL queued; it is not left in the BIO until the next reply."""
+    link = tls12_link()
+    link.handshake()
+    assert link.layer.getHandle().get_protocol_version_name() == "TLSv1.2"
+    link.to_client()
+    assert link.client.tls.renegotiate()
+    link.client.handshake()
+    link.to_server()
+    alert = link.wire.value()
+    assert alert != b""
+    with pytest.raises(SSL.Error, match="no renegotiation"):
+        link.client.incoming(alert)
+    assert link.app.received == []
+
+
+def test_nothing_is_sent_when_a_read_queues_nothing(link: Link) -> None:
+    """A record of application data that the application does not answer sends nothing back."""
+    link.handshake()
+    link.to_client()
+    link.wire.writes.clear()
+    link.client.send(b"MAIL FROM:<a@example.net>\r\n")
+    link.to_server()
+    assert link.app.received == [b"MAIL FROM:<a@example.net>\r\n"]
+    assert link.wire.writes == []
