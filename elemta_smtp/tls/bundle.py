@@ -42,7 +42,9 @@ def parse_bundle(data: bytes, path: Path) -> CertificateBundle:
     """Parse PEM blocks: exactly one unencrypted private key and one or more certificates.
 
     The first certificate is the leaf. Text outside the blocks is ignored; a block
-    that begins but never ends (a half-written file) is an error.
+    that begins but never ends (a half-written file), or text after the last block
+    that looks like the start of one (``-----BEG``, ``---``: a file cut off there), is
+    an error.
     """
     if len(data) > _MAX_BYTES:
         raise InvalidCertificate(path, f"file is {len(data)} bytes, too big for a certificate bundle")
@@ -51,6 +53,11 @@ def parse_bundle(data: bytes, path: Path) -> CertificateBundle:
     if b"-----BEGIN" in leftover or b"-----END" in leftover:
         raise InvalidCertificate(path, "a PEM block is cut short (half-written or truncated file?): "
                                        "write the file again, replacing it atomically")
+    if blocks and (tail := cut_off_tail(data[blocks[-1].end():])) is not None:
+        raise InvalidCertificate(path, f"the file is cut off: it ends in \"{tail}\" after the last "
+                                       "complete PEM block, the start of a block that is missing "
+                                       "(truncated copy?): write the file again, replacing it "
+                                       "atomically")
     keys = [m for m in blocks if m.group(1) in _KEY_LABELS]
     certs = [m for m in blocks if m.group(1) == b"CERTIFICATE"]
     if b"ENCRYPTED PRIVATE KEY" in {m.group(1) for m in blocks} or any(
@@ -77,6 +84,15 @@ def parse_bundle(data: bytes, path: Path) -> CertificateBundle:
             reason = f"certificate {number} cannot be read: {_first_line(exc)}"
             raise InvalidCertificate(path, reason) from None
     return CertificateBundle(path, key, parsed[0], tuple(parsed[1:]))
+
+
+def cut_off_tail(rest: bytes) -> str | None:
+    """The text after the last complete PEM block if it looks like the start of another
+    (a dash: ``---``, ``-----BEG``), as the admin would see it; else None."""
+    text = rest.strip()
+    if not text.startswith(b"-"):
+        return None
+    return text[:40].decode("ascii", "replace")
 
 
 def _first_line(exc: BaseException) -> str:
