@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from elemta_smtp.config import Config
+from elemta_smtp.units import format_span as format_span  # noqa: PLC0414  (re-exported: manager, notices)
 
 #: Lifetimes the public CAs issue today; ``elemta config check`` explains the cap for them.
 COMMON_LIFETIMES_DAYS = (90, 45, 6)
@@ -79,29 +80,6 @@ def decide_renewal(cert: CertFacts, now: datetime, renewal_days: int) -> Renewal
     remaining = cert.not_after - now
     return RenewalDecision(due=remaining <= window, remaining=remaining, window=window,
                            capped=capped)
-
-
-def format_span(span: timedelta) -> str:
-    """``timedelta`` as a short human text: "15 days", "2 days 4 hours", "40 minutes"."""
-    seconds = int(span.total_seconds())
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-
-    def unit(n: int, word: str) -> str:
-        return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-    if days:
-        text = unit(days, "day") + (f" {unit(hours, 'hour')}" if hours else "")
-    elif hours:
-        text = unit(hours, "hour") + (f" {unit(minutes, 'minute')}" if minutes else "")
-    elif minutes:
-        text = unit(minutes, "minute")
-    else:
-        text = unit(rest, "second")
-    return sign + text
 
 
 def cap_sentence(renewal_days: int, lifetime: timedelta) -> str | None:

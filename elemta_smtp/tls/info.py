@@ -7,7 +7,6 @@ daemon runs, its served serial is read over TLS and compared (probe.py).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from elemta_smtp.tls.errors import InvalidCertificate
 from elemta_smtp.tls.names import Candidate, build_table
 from elemta_smtp.tls.probe import ProbeResult, probe_daemon_serial
 from elemta_smtp.tls.sources import Source, bootstrap_source, configured_sources, preferred_names
+from elemta_smtp.units import time_left, whole_days
 
 __all__ = ["CertInfo", "Details", "ProbeResult", "cert_info_main", "certificate_report",
            "probe_daemon_serial", "render_json", "render_text", "report_problems"]
@@ -49,7 +49,8 @@ class Details:
     serial: str  # hex
     not_before: datetime
     not_after: datetime
-    days_left: int
+    days_left: int  # whole days, toward zero: negative once expired (-1: expired 1 day ago)
+    time_left: str  # "29 days left", "expired 1 day ago"
     key: str
     sha256_fingerprint: str
     tlsa: tuple[str, ...]
@@ -101,11 +102,12 @@ def tlsa_records(cert: x509.Certificate) -> tuple[str, ...]:
 
 def describe(bundle: CertificateBundle, now: datetime) -> Details:
     leaf = bundle.leaf
-    left = (leaf.not_valid_after_utc - now).total_seconds() / 86400
+    remaining = leaf.not_valid_after_utc - now
     return Details(
         names=dns_names(leaf), issuer=common_name(leaf.issuer), ca=classify_issuer(leaf),
         serial=serial_hex(leaf), not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
-        days_left=math.floor(left), key=key_description(leaf.public_key()),
+        days_left=whole_days(remaining), time_left=time_left(remaining),
+        key=key_description(leaf.public_key()),
         sha256_fingerprint=fingerprint_sha256(leaf), tlsa=tlsa_records(leaf))
 
 
@@ -215,7 +217,7 @@ def render_text(infos: Sequence[CertInfo]) -> str:
             rows += [
                 ("issuer", f"{d.issuer} ({d.ca})"),
                 ("serial", d.serial),
-                ("valid", f"{_when(d.not_before)} to {_when(d.not_after)} ({d.days_left} days left)"),
+                ("valid", f"{_when(d.not_before)} to {_when(d.not_after)} ({d.time_left})"),
                 ("key", d.key),
                 ("sha256", d.sha256_fingerprint),
             ]

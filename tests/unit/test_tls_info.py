@@ -69,7 +69,7 @@ def test_report_describes_served_certificate(tmp_path: Path, ca: CA) -> None:
     assert d.issuer == "R11"
     assert d.ca == "Let's Encrypt production"
     assert d.serial == format(leaf.serial, "x")
-    assert d.days_left == 30
+    assert (d.days_left, d.time_left) == (30, "30 days left")
     assert d.key == "ECDSA P-256"
     assert d.sha256_fingerprint.replace(":", "").lower() == hashlib.sha256(
         leaf.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -122,10 +122,12 @@ def test_expired_default_is_an_error(tmp_path: Path, ca: CA) -> None:
                            not_after=now() - timedelta(days=2)))
     (info,) = certificate_report(cfg, now())
     assert not info.served and info.problem is not None and "expired" in info.problem
-    assert info.details is not None and info.details.days_left == -3
+    assert info.details is not None and info.details.days_left == -2
+    assert info.details.time_left == "expired 2 days ago"
     out = io.StringIO()
     assert cert_info_main(cfg, False, out) == 1
     assert "NOT SERVED" in out.getvalue()
+    assert "(expired 2 days ago)" in out.getvalue()
     assert "PROBLEM:" in out.getvalue()
 
 
