@@ -16,7 +16,8 @@ EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: systemd shows it as "CONFIG"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line, with help text for every subcommand."""
+    """The command line, with a one-line help and a description for every subcommand
+    and action, so ``elemta X --help`` says what X does."""
     parser = argparse.ArgumentParser(
         prog="elemta",
         description="A hardened SMTP server that looks after its own TLS certificates.",
@@ -24,12 +25,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"elemta {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-c", "--config", metavar="PATH",
-                       help="elemta.toml (default: $ELEMTA_CONFIG, else /etc/elemta/elemta.toml)")
+    def sub(group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str,
+            description: str, config: bool = True) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. "
+                                                                f"{description}")
+        if config:
+            p.add_argument("-c", "--config", metavar="PATH",
+                           help="elemta.toml (default: $ELEMTA_CONFIG, else /etc/elemta/elemta.toml)")
+        return p
 
-    serve = commands.add_parser("serve", help="run the SMTP server in the foreground")
-    with_config(serve)
+    serve = sub(commands, "serve", "run the SMTP server in the foreground",
+                "Binds every listener, writes the pid file, logs one line per event to "
+                "standard output; SIGHUP re-reads the certificates, SIGTERM stops gracefully.")
     serve.add_argument("--dev", action="store_true",
                        help="ignore config files and run the embedded default: 127.0.0.1:2525 "
                             "(STARTTLS), 127.0.0.1:4465 (implicit TLS), a self-signed "
@@ -38,20 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --dev: where mail, certificates and the pid file go "
                             "(default: ./elemta-data)")
 
-    config = commands.add_parser("config", help="work with elemta.toml")
+    config = sub(commands, "config", "work with elemta.toml",
+                 "See `elemta config ACTION --help`.", config=False)
     config_cmds = config.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = config_cmds.add_parser("check", help="validate elemta.toml; exit non-zero on problems")
-    with_config(check)
+    sub(config_cmds, "check", "validate elemta.toml; exit non-zero on problems",
+        "Prints every problem with its line (exit 78), or PATH: OK and notes (exit 0).")
 
-    cert = commands.add_parser("cert", help="inspect, renew and diagnose certificates")
+    cert = sub(commands, "cert", "inspect, renew and diagnose certificates",
+               "See `elemta cert ACTION --help`.", config=False)
     cert_cmds = cert.add_subparsers(dest="action", metavar="ACTION", required=True)
-    info = cert_cmds.add_parser("info", help="show every certificate the daemon would serve")
-    with_config(info)
+    info = sub(cert_cmds, "info", "show every certificate the daemon would serve",
+               "Reads the certificate files only (and asks the running daemon which serial it "
+               "serves); exit 1 when a file is rejected or nothing is usable.")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
-    renew = cert_cmds.add_parser("renew", help="force a renewal now and have the daemon serve it")
-    with_config(renew)
-    test = cert_cmds.add_parser("test", help="diagnose DNS, HTTP-01 and the ACME directory")
-    with_config(test)
+    sub(cert_cmds, "renew", "force a renewal now and have the daemon serve it",
+        "Runs certbot renew for [tls.letsencrypt] domain and checks that the running daemon "
+        "serves the new serial.")
+    test = sub(cert_cmds, "test", "diagnose DNS, HTTP-01 and the ACME directory",
+               "Each step prints ok, FAIL with what to fix, or skip; exit 1 when one fails.")
     test.add_argument("--dry-run", action="store_true",
                       help="also run a full test issuance with certbot --dry-run")
     return parser

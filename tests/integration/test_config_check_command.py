@@ -39,3 +39,13 @@ def test_repeated_key_misspelled_key_and_wrong_types_in_one_run(tmp_path: Path) 
         "true without quotes",
         f"4 problem(s) in {path}.",
     ]
+
+
+def test_shipped_example_checks_without_notes() -> None:
+    """The unedited packaging/elemta.toml (Let's Encrypt, renewal_days = 30 on 90-day
+    certificates) checks OK with no renewal-cap note: the cap changes nothing there."""
+    example = Path(__file__).parents[2] / "packaging" / "elemta.toml"
+    result = subprocess.run(elemta_command("config", "check", "-c", str(example)),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == f"{example}: OK\n"
