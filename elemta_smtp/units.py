@@ -8,7 +8,6 @@ with a sentence that says what is allowed; config.py adds file, key and line.
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ def toml_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        import json  # noqa: PLC0415  (messages only: loading a good config stays fast)
+
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, float):
         if math.isnan(value):
