@@ -207,7 +207,7 @@ def _error_line(exc: Exception) -> tuple[int | None, str]:
     """The line a TOML error is on, and its message without the "(at line L, column C)"."""
     line = getattr(exc, "line", None)
     message = str(exc)
-    if m := re.search(r"\s*\(?at line (\d+), column (\d+)\)?", message):
+    if m := re.search(r"\s*\(?at line (\d+),? col(?:umn)? (\d+)\)?", message):
         line = int(m.group(1))
         message = message[:m.start()] + f" (column {m.group(2)})" + message[m.end():]
     return (line if isinstance(line, int) else None), message.strip()
@@ -226,6 +226,8 @@ def _read_toml(text: str, path: str) -> tuple[dict[str, Any], list[Problem]]:
         except _TOMLError as exc:
             line, message = _error_line(exc)
             repeat = _repeat_near(text, line)
+            if repeat is None and re.search(r"already exists|twice|overwrite", message):
+                repeat = _repeat_near(text, None)  # tomlkit's line is not the repetition's
             if repeat is None:
                 problems.append(Problem(path, "", line, f"not valid TOML: {message}"))
                 raise ConfigError(problems) from None
