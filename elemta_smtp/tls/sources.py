@@ -10,7 +10,7 @@ from __future__ import annotations
 import stat
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from elemta_smtp.config import Config
 from elemta_smtp.tls.bundle import CertificateBundle, parse_bundle
@@ -18,6 +18,9 @@ from elemta_smtp.tls.errors import StoreError
 from elemta_smtp.tls.names import is_dns_name
 from elemta_smtp.tls.store import bootstrap_path, list_live, live_dir, read_bytes
 from elemta_smtp.tls.validate import check_bundle
+
+if TYPE_CHECKING:
+    from twisted.logger import Logger
 
 Kind = Literal["hand", "live", "bootstrap"]
 
@@ -131,3 +134,9 @@ def file_warnings(config: Config) -> list[str]:
         if warning is not None:
             warnings.append(warning)
     return warnings
+
+
+def log_file_warnings(config: Config, log: Logger) -> None:
+    """The daemon's side of ``file_warnings``: one warning line per finding, at each reload."""
+    for warning in file_warnings(config):
+        log.warn("TLS certificate file: {warning}", warning=warning)

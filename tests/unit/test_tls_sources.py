@@ -10,7 +10,7 @@ import pytest
 from elemta_smtp.config import Config, parse_config
 from elemta_smtp.tls import store
 from elemta_smtp.tls.bootstrap import ensure_bootstrap
-from elemta_smtp.tls.sources import file_warnings, key_mode_warning, skipped_reason
+from elemta_smtp.tls.sources import file_warnings, key_mode_warning, log_file_warnings, skipped_reason
 from tests.certs import make_ca, make_leaf, utcnow
 
 
@@ -82,3 +82,20 @@ def test_file_warnings_from_real_files(tmp_path: Path) -> None:
 def test_file_warnings_without_cache(tmp_path: Path) -> None:
     """No cache folder yet (first start): no warning, no error."""
     assert file_warnings(config(tmp_path)) == []
+
+
+def test_log_file_warnings_logs_one_line_each(tmp_path: Path) -> None:
+    """The daemon's reload logs each warning as one line with the sentence in a named field."""
+    from typing import cast
+
+    from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
+
+    cfg = config(tmp_path)
+    store.ensure_layout(cfg.tls.letsencrypt.cache_dir)
+    (store.live_dir(cfg.tls.letsencrypt.cache_dir) / "Mail.example.com.pem").write_bytes(b"")
+    events: list[dict[str, object]] = []
+    log_file_warnings(cfg, Logger(observer=cast(ILogObserver, events.append)))
+    (event,) = events
+    assert event["log_level"] == LogLevel.warn
+    assert formatEvent(event) == f"TLS certificate file: {event['warning']}"
+    assert '"Mail.example.com" is not written in lower case' in str(event["warning"])
