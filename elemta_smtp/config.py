@@ -7,21 +7,16 @@ naming the file, the key path and the line, and raises one ``ConfigError``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import socket
+import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import tomlkit
-import tomlkit.exceptions
+from typing import Any, NamedTuple
 
 from elemta_smtp.errors import ElemtaError
 from elemta_smtp.schema import DOMAIN, SCHEMA, SECTIONS
-from elemta_smtp.units import Address
+from elemta_smtp.units import Address, described, toml_text
 
 DEFAULT_CONFIG_PATH = Path("/etc/elemta/elemta.toml")
 CONFIG_ENV = "ELEMTA_CONFIG"
@@ -30,8 +25,7 @@ LETSENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
 NOTICE_THRESHOLDS = (30, 14, 7, 3, 1)
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     """One thing wrong with a config file."""
 
     path: str
@@ -53,8 +47,12 @@ class ConfigError(ElemtaError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+# The records below are typing.NamedTuple, not frozen dataclasses: just as immutable and
+# typed, but creating a frozen dataclass costs ~0.5 ms at import (generated methods are
+# compiled one by one), and every `elemta` command imports these: eight of them were a
+# tenth of what `elemta cert info` takes on top of Python and cryptography.
+
+class ServerConfig(NamedTuple):
     hostname: str
     listen_addr: Address | None
     pid_file: Path
@@ -66,16 +64,14 @@ class ServerConfig:
     shutdown_timeout: float
 
 
-@dataclass(frozen=True)
-class DeliveryConfig:
+class DeliveryConfig(NamedTuple):
     local_domains: tuple[str, ...]
     local_users: tuple[str, ...]
     maildir_root: Path
     bare_newline: str  # "normalize" | "reject"
 
 
-@dataclass(frozen=True)
-class LetsEncryptConfig:
+class LetsEncryptConfig(NamedTuple):
     enabled: bool
     domain: str
     email: str
@@ -93,16 +89,14 @@ class LetsEncryptConfig:
         return LETSENCRYPT_STAGING if self.staging else LETSENCRYPT_PRODUCTION
 
 
-@dataclass(frozen=True)
-class RenewalConfig:
+class RenewalConfig(NamedTuple):
     auto_renew: bool
     renewal_days: int
     check_interval: float
     renewal_timeout: float
 
 
-@dataclass(frozen=True)
-class TLSConfig:
+class TLSConfig(NamedTuple):
     enabled: bool
     listen_addr: Address | None
     enable_starttls: bool
@@ -112,8 +106,7 @@ class TLSConfig:
     renewal: RenewalConfig
 
 
-@dataclass(frozen=True)
-class NotifyConfig:
+class NotifyConfig(NamedTuple):
     recipients: tuple[str, ...]
     sender: str
     relay: str
@@ -122,15 +115,12 @@ class NotifyConfig:
     relay_starttls: bool
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     path: Path | None
     server: ServerConfig
     delivery: DeliveryConfig
     tls: TLSConfig
     notify: NotifyConfig
-
-
 
 
 def _written(text: str) -> Iterator[tuple[str, int, bool]]:
@@ -155,17 +145,111 @@ def _line_index(text: str) -> dict[str, int]:
     return index
 
 
-def _repeated_key(text: str) -> tuple[str, int] | None:
-    """The first key written twice in one table, and the line of its second writing."""
-    seen: set[str] = set()
-    for name, number, is_key in _written(text):
-        if is_key and name in seen:
-            return name, number
-        seen.add(name)
-    return None
+class _Repeat(NamedTuple):
+    """A key (or table header) written a second time: where, and which lines it spans."""
+
+    name: str
+    is_key: bool
+    first: int
+    line: int
+    end: int  # last line of its value (a multi-line array), or of the table it heads
+
+
+def _repeat_near(text: str, line: int | None) -> _Repeat | None:
+    """The repeated key or table header the TOML parser stopped at: the entry written last
+    on or before ``line`` (the parser reports where the value ends), or the first repeated
+    one when the parser gave no line. None when the error there is not a repetition."""
+    written = list(_written(text))
+    seen: dict[str, int] = {}
+    last: _Repeat | None = None
+    for index, (name, number, is_key) in enumerate(written):
+        if line is not None and number > line:
+            break
+        if name not in seen:
+            seen[name] = number
+            last = None
+            continue
+        # a key's value ends before the next key or header; a table before the next header
+        stops = [n for _, n, k in written[index + 1:] if is_key or not k]
+        last = _Repeat(name, is_key, seen[name], number,
+                       stops[0] - 1 if stops else len(text.splitlines()))
+        if line is None:
+            return last
+    return last
+
+
+def _blank(text: str, first: int, last: int) -> str:
+    """``text`` with lines ``first``..``last`` (1-based) emptied: other line numbers unchanged."""
+    lines = text.split("\n")
+    for i in range(first - 1, min(last, len(lines))):
+        lines[i] = ""
+    return "\n".join(lines)
+
+
+if sys.version_info >= (3, 11):
+    import tomllib
+
+    _TOMLError: tuple[type[Exception], ...] = (tomllib.TOMLDecodeError,)
+
+    def _toml_loads(text: str) -> dict[str, Any]:
+        return tomllib.loads(text)
+else:  # Python 3.10: no tomllib
+    import tomlkit
+    import tomlkit.exceptions
+
+    _TOMLError = (tomlkit.exceptions.TOMLKitError,)
+
+    def _toml_loads(text: str) -> dict[str, Any]:
+        return dict(tomlkit.parse(text).unwrap())
+
+
+def _error_line(exc: Exception) -> tuple[int | None, str]:
+    """The line a TOML error is on, and its message without the "(at line L, column C)"."""
+    line = getattr(exc, "line", None)
+    message = str(exc)
+    if m := re.search(r"\s*\(?at line (\d+),? col(?:umn)? (\d+)\)?", message):
+        line = int(m.group(1))
+        message = message[:m.start()] + f" (column {m.group(2)})" + message[m.end():]
+    return (line if isinstance(line, int) else None), message.strip()
+
+
+_MAX_REPEATS = 200
+
+
+def _read_toml(text: str, path: str) -> tuple[dict[str, Any], list[Problem]]:
+    """Parse the TOML, reporting every key (or table) written twice and parsing on without
+    the repetition, so the rest of the file is still checked. A syntax error ends it."""
+    problems: list[Problem] = []
+    for _ in range(_MAX_REPEATS):
+        try:
+            return _toml_loads(text), problems
+        except _TOMLError as exc:
+            line, message = _error_line(exc)
+            repeat = _repeat_near(text, line)
+            if repeat is None and re.search(r"already exists|twice|overwrite", message):
+                repeat = _repeat_near(text, None)  # tomlkit's line is not the repetition's
+            if repeat is None:
+                problems.append(Problem(path, "", line, f"not valid TOML: {message}"))
+                raise ConfigError(problems) from None
+            section, _, key = repeat.name.rpartition(".")
+            if repeat.is_key:
+                where = f"in [{section}]" if section else "at the top of the file"
+                problems.append(Problem(path, repeat.name, repeat.line,
+                                        f"\"{key}\" is written twice {where} (first on line "
+                                        f"{repeat.first}): delete one; this one was not checked"))
+                text = _blank(text, repeat.line, repeat.end)
+            else:
+                problems.append(Problem(path, repeat.name, repeat.line,
+                                        f"table [{repeat.name}] is written twice (first on line "
+                                        f"{repeat.first}): merge the two; the keys under this one "
+                                        "were not checked"))
+                text = _blank(text, repeat.line, repeat.end)
+    raise ConfigError(problems)
 
 
 def _suggest(name: str, choices: list[str]) -> str:
+    import difflib  # noqa: PLC0415  (only for a misspelled key: `elemta cert info` stays fast)
+
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     if close:
         return f'; did you mean "{close[0]}"?'
@@ -183,7 +267,7 @@ def _flatten(doc: Mapping[str, Any], path: str, lines: dict[str, int],
             if key_path in SCHEMA:
                 if not isinstance(value, Mapping):
                     problems.append(Problem(path, key_path, lines.get(key_path),
-                                            f"must be a table [{key_path}]"))
+                                            f"must be a table [{key_path}], got {described(value)}"))
                     continue
                 walk(value, key_path)
             elif prefix in SCHEMA and name in SCHEMA[prefix]:
@@ -200,27 +284,14 @@ def _flatten(doc: Mapping[str, Any], path: str, lines: dict[str, int],
     return sections
 
 
-def _unwrap(value: object) -> object:
-    unwrap = getattr(value, "unwrap", None)
-    return unwrap() if callable(unwrap) else value
-
-
 def parse_config(text: str, path: str = "<string>", base_dir: Path | None = None) -> Config:
     """Parse elemta.toml text into a ``Config`` or raise ``ConfigError``.
 
     Relative paths in the file are taken relative to ``base_dir`` (the file's folder).
     """
-    try:
-        doc = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as exc:
-        raise ConfigError([Problem(path, "", exc.line, f"not valid TOML: {exc}")]) from None
-    except tomlkit.exceptions.TOMLKitError as exc:  # a key given twice in one table
-        key, line = _repeated_key(text) or ("", None)
-        raise ConfigError([Problem(path, key, line, f"not valid TOML: {exc} "
-                                   "(each key may appear once per table: delete one)")]) from None
+    doc, problems = _read_toml(text, path)
     lines = _line_index(text)
-    problems: list[Problem] = []
-    raw = _flatten(_unwrap(doc), path, lines, problems)  # type: ignore[arg-type]
+    raw = _flatten(doc, path, lines, problems)
     values: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():
         values[section] = {}
@@ -264,7 +335,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
                 "the CA sends expiry warnings there and elemta mails its notices there")
     if le["directory_url"] and not re.match(r"^https?://[^\s/]+", le["directory_url"]):
         problem("tls.letsencrypt.directory_url",
-                f"{le['directory_url']!r} is not a URL such as \"https://acme.example/directory\"")
+                f"{toml_text(le['directory_url'])} is not a URL such as \"https://acme.example/directory\"")
     if (t["cert_file"] is None) != (t["key_file"] is None):
         problem("tls.cert_file" if t["cert_file"] is None else "tls.key_file",
                 "set both cert_file and key_file to use a certificate managed by hand, or neither")
@@ -321,6 +392,8 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
 
 
 def _default_hostname() -> str:
+    import socket  # noqa: PLC0415  (only without [server] hostname)
+
     name = socket.getfqdn().lower().rstrip(".")
     return name if DOMAIN.match(name) else "localhost"
 
@@ -346,7 +419,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError([Problem(str(path), "", None, f"cannot read: {exc}")]) from None
     config = parse_config(text, str(path), path.absolute().parent)
     # absolute: certbot stores --elemta-config for renewals run from anywhere
-    return replace(config, path=path.absolute())
+    return config._replace(path=path.absolute())
 
 
 def dev_config(data_dir: Path) -> Config:

@@ -9,23 +9,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from elemta_smtp.units import Address, parse_address, parse_duration, parse_size
+from elemta_smtp.units import Address, described, parse_address, parse_duration, parse_size, toml_text
 
 # --- value parsers: each returns the value or raises ValueError(sentence) ---
+# Messages name the value the way the admin wrote it in TOML (described) and say what
+# to write instead.
 
 Parser = Callable[[object], Any]
+_DIGITS = re.compile(r"^\s*[+-]?\d[\d_]*\s*$")
 
 
 def _bool(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        hint = f"write {value.strip().lower()} without quotes"
+    elif isinstance(value, int) and value in (0, 1):
+        hint = f"write {'true' if value else 'false'}"
+    else:
+        hint = "write true or false, without quotes"
+    raise ValueError(f"expected true or false, got {described(value)}: {hint}")
 
 
 def _int(low: int, high: int) -> Parser:
     def parse(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+            if isinstance(value, str) and _DIGITS.match(value):
+                hint = f"write {int(value.replace('_', ''))} without quotes"
+            elif isinstance(value, float) and value.is_integer():
+                hint = f"write {int(value)}, without a decimal point"
+            else:
+                hint = "write a whole number (digits only), without quotes"
+            raise ValueError(f"expected a whole number from {low} to {high}, got {described(value)}: {hint}")
         if not low <= value <= high:
             raise ValueError(f"must be from {low} to {high}, got {value}")
         return int(value)
@@ -35,7 +50,11 @@ def _int(low: int, high: int) -> Parser:
 
 def _str(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {value!r}")
+        if isinstance(value, (list, dict)):
+            hint = "write one value in double quotes"
+        else:
+            hint = f"write it in double quotes: {toml_text(toml_text(value))}"
+        raise ValueError(f"expected a string, got {described(value)}: {hint}")
     return str(value)
 
 
@@ -43,7 +62,12 @@ def _choice(*choices: str) -> Parser:
     def parse(value: object) -> str:
         if value not in choices:
             allowed = ", ".join(f'"{c}"' for c in choices)
-            raise ValueError(f"must be one of {allowed}, got {value!r}")
+            hint = ""
+            if isinstance(value, str) and value.strip().lower() in choices:
+                hint = f": write {toml_text(value.strip().lower())}"
+            elif not isinstance(value, str) and toml_text(value) in choices:
+                hint = f": write it in double quotes, {toml_text(toml_text(value))}"
+            raise ValueError(f"must be one of {allowed}, got {described(value)}{hint}")
         return str(value)
 
     return parse
@@ -71,7 +95,7 @@ def _duration(low: float, high: float) -> Parser:
     def parse(value: object) -> float:
         seconds = parse_duration(value)
         if not low <= seconds <= high:
-            raise ValueError(f"must be from {low:g}s to {high:g}s, got {value!r} ({seconds:g}s)")
+            raise ValueError(f"must be from {low:g}s to {high:g}s, got {toml_text(value)} ({seconds:g}s)")
         return seconds
 
     return parse
@@ -80,7 +104,7 @@ def _duration(low: float, high: float) -> Parser:
 def _size(value: object) -> int:
     size = parse_size(value)
     if size < 1024:
-        raise ValueError(f"must be at least 1024 bytes, got {value!r}")
+        raise ValueError(f"must be at least 1024 bytes, got {toml_text(value)}")
     return size
 
 
@@ -93,7 +117,7 @@ _EMAIL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253
 def _domain(value: object) -> str:
     text = _str(value).strip().lower().rstrip(".")
     if not DOMAIN.match(text):
-        raise ValueError(f"{value!r} is not a domain name such as \"mail.example.com\"")
+        raise ValueError(f"{toml_text(value)} is not a domain name such as \"mail.example.com\"")
     return text
 
 
@@ -104,14 +128,15 @@ def _optional_domain(value: object) -> str:
 def _optional_email(value: object) -> str:
     text = _str(value).strip()
     if text and not _EMAIL.match(text):
-        raise ValueError(f"{value!r} is not an email address such as \"postmaster@example.com\"")
+        raise ValueError(f"{toml_text(value)} is not an email address such as \"postmaster@example.com\"")
     return text
 
 
 def _list(item: Parser) -> Parser:
     def parse(value: object) -> tuple[Any, ...]:
         if not isinstance(value, list):
-            raise ValueError(f"expected a list such as [\"a\", \"b\"], got {value!r}")
+            hint = "" if isinstance(value, dict) else f": write [{toml_text(value)}]"
+            raise ValueError(f"expected a list such as [\"a\", \"b\"], got {described(value)}{hint}")
         return tuple(item(v) for v in value)
 
     return parse
@@ -120,7 +145,7 @@ def _list(item: Parser) -> Parser:
 def _local_part(value: object) -> str:
     text = _str(value)
     if not _LOCAL_PART.match(text):
-        raise ValueError(f"{value!r} is not a local part (the bit before @) such as \"alice\"")
+        raise ValueError(f"{toml_text(value)} is not a local part (the bit before @) such as \"alice\"")
     return text.lower()
 
 
@@ -129,7 +154,8 @@ def _relay(value: object) -> str:
     if text:
         host, sep, port = text.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r}: give the relay as \"host:port\", such as \"smtp.example.net:587\"")
+            raise ValueError(f"{toml_text(value)}: give the relay as \"host:port\", such as "
+                             "\"smtp.example.net:587\"")
     return text
 
 

@@ -136,7 +136,8 @@ def make_leaf(ca: CA, names: Sequence[str], not_before: datetime | None = None,
               not_after: datetime | None = None, key_type: KeyType = "ecdsa") -> Leaf:
     """A server certificate for ``names`` (subjectAltName DNS names) issued by ``ca``.
 
-    Defaults: valid from a day ago for 90 days.
+    Defaults: valid from a day ago for 90 days. The chain is the CA's (intermediates);
+    for a leaf issued by a root directly it is the root, as a server must then send it.
     """
     now = utcnow()
     key = make_key(key_type)
@@ -153,7 +154,7 @@ def make_leaf(ca: CA, names: Sequence[str], not_before: datetime | None = None,
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
-    return Leaf(key, cert, ca.chain)
+    return Leaf(key, cert, ca.chain or (ca.cert,))
 
 
 # --- an in-memory TLS client, to see what a server connection presents ---

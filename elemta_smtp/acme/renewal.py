@@ -8,14 +8,18 @@ certificate's lifetime, and the cap is said out loud (log and config check).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from elemta_smtp.config import Config
+from elemta_smtp.config import LETSENCRYPT_PRODUCTION, LETSENCRYPT_STAGING, Config
+from elemta_smtp.units import format_span as format_span  # noqa: PLC0414  (re-exported: manager, notices)
 
-#: Lifetimes the public CAs issue today; ``elemta config check`` explains the cap for them.
-COMMON_LIFETIMES_DAYS = (90, 45, 6)
+#: The lifetime of the certificates each CA elemta knows issues today, by ACME directory;
+#: ``elemta config check`` explains the cap only when it shortens renewal_days for them.
+KNOWN_LIFETIMES_DAYS = {
+    LETSENCRYPT_PRODUCTION: ("Let's Encrypt", 90),
+    LETSENCRYPT_STAGING: ("Let's Encrypt staging", 90),
+}
 
 
 @dataclass(frozen=True)
@@ -81,29 +85,6 @@ def decide_renewal(cert: CertFacts, now: datetime, renewal_days: int) -> Renewal
                            capped=capped)
 
 
-def format_span(span: timedelta) -> str:
-    """``timedelta`` as a short human text: "15 days", "2 days 4 hours", "40 minutes"."""
-    seconds = int(span.total_seconds())
-    sign = "-" if seconds < 0 else ""
-    seconds = abs(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-
-    def unit(n: int, word: str) -> str:
-        return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-    if days:
-        text = unit(days, "day") + (f" {unit(hours, 'hour')}" if hours else "")
-    elif hours:
-        text = unit(hours, "hour") + (f" {unit(minutes, 'minute')}" if minutes else "")
-    elif minutes:
-        text = unit(minutes, "minute")
-    else:
-        text = unit(rest, "second")
-    return sign + text
-
-
 def cap_sentence(renewal_days: int, lifetime: timedelta) -> str | None:
     """The log sentence when the cap applies to a certificate of this lifetime, else None."""
     window, capped = renewal_window(renewal_days, lifetime)
@@ -114,29 +95,33 @@ def cap_sentence(renewal_days: int, lifetime: timedelta) -> str | None:
             "instead, so renewals do not repeat")
 
 
-def config_check_sentence(renewal_days: int,
-                          lifetimes_days: Iterable[int] = COMMON_LIFETIMES_DAYS) -> str | None:
-    """One sentence for ``elemta config check`` naming the common lifetimes the cap
-    shortens ``renewal_days`` for, or None when it shortens none of them."""
-    capped = [(days, renewal_window(renewal_days, timedelta(days=days))[0])
-              for days in lifetimes_days]
-    capped = [(days, window) for days, window in capped
-              if window < timedelta(days=renewal_days)]
+def ca_lifetime(config: Config) -> tuple[str, int] | None:
+    """The configured CA's name and the lifetime in days of the certificates it issues
+    today, when elemta knows it (Let's Encrypt: 90 days); None for another CA."""
+    return KNOWN_LIFETIMES_DAYS.get(config.tls.letsencrypt.acme_directory)
+
+
+def config_check_sentence(renewal_days: int, ca: str, lifetime_days: int) -> str | None:
+    """One sentence for ``elemta config check`` when the cap shortens ``renewal_days`` for
+    the configured CA's certificates, or None when it changes nothing for them."""
+    window, capped = renewal_window(renewal_days, timedelta(days=lifetime_days))
     if not capped:
         return None
-    parts = ", ".join(f"{format_span(window)} before expiry for {days}-day certificates"
-                      for days, window in capped)
-    return (f"[tls.renewal] renewal_days = {renewal_days} is capped at a third of a "
-            f"certificate's lifetime: elemta renews {parts} (a window as long as the "
-            "lifetime would renew at every check)")
+    return (f"[tls.renewal] renewal_days = {renewal_days} is more than a third of the "
+            f"{lifetime_days}-day lifetime of {ca}'s certificates: elemta renews them when "
+            f"{format_span(window)} are left (a window as long as the lifetime would renew at "
+            "every check)")
 
 
 def config_warnings(config: Config) -> list[str]:
-    """Sentences about the renewal settings for ``elemta config check`` to print."""
+    """Sentences about the renewal settings for ``elemta config check`` to print: only what
+    changes something for the configured CA (for another CA the daemon logs the cap once
+    it sees the certificate's real lifetime)."""
     le, renewal = config.tls.letsencrypt, config.tls.renewal
-    if not le.enabled or not renewal.auto_renew:
+    known = ca_lifetime(config)
+    if not le.enabled or not renewal.auto_renew or known is None:
         return []
-    sentence = config_check_sentence(renewal.renewal_days)
+    sentence = config_check_sentence(renewal.renewal_days, *known)
     return [sentence] if sentence else []
 
 

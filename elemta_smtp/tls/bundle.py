@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,9 +24,11 @@ _KEY_LABELS = {b"PRIVATE KEY", b"EC PRIVATE KEY", b"RSA PRIVATE KEY"}
 _MAX_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class CertificateBundle:
-    """What one live/<name>.pem holds: the key, the leaf, then its issuers in order."""
+class CertificateBundle(NamedTuple):
+    """What one live/<name>.pem holds: the key, the leaf, then its issuers in order.
+
+    (A NamedTuple: immutable like a frozen dataclass, cheaper to create at import, which
+    `elemta cert info` pays on every run.)"""
 
     path: Path
     key: PrivateKeyTypes
@@ -42,7 +44,9 @@ def parse_bundle(data: bytes, path: Path) -> CertificateBundle:
     """Parse PEM blocks: exactly one unencrypted private key and one or more certificates.
 
     The first certificate is the leaf. Text outside the blocks is ignored; a block
-    that begins but never ends (a half-written file) is an error.
+    that begins but never ends (a half-written file), or text after the last block
+    that looks like the start of one (``-----BEG``, ``---``: a file cut off there), is
+    an error.
     """
     if len(data) > _MAX_BYTES:
         raise InvalidCertificate(path, f"file is {len(data)} bytes, too big for a certificate bundle")
@@ -51,6 +55,11 @@ def parse_bundle(data: bytes, path: Path) -> CertificateBundle:
     if b"-----BEGIN" in leftover or b"-----END" in leftover:
         raise InvalidCertificate(path, "a PEM block is cut short (half-written or truncated file?): "
                                        "write the file again, replacing it atomically")
+    if blocks and (tail := cut_off_tail(data[blocks[-1].end():])) is not None:
+        raise InvalidCertificate(path, f"the file is cut off: it ends in \"{tail}\" after the last "
+                                       "complete PEM block, the start of a block that is missing "
+                                       "(truncated copy?): write the file again, replacing it "
+                                       "atomically")
     keys = [m for m in blocks if m.group(1) in _KEY_LABELS]
     certs = [m for m in blocks if m.group(1) == b"CERTIFICATE"]
     if b"ENCRYPTED PRIVATE KEY" in {m.group(1) for m in blocks} or any(
@@ -77,6 +86,15 @@ def parse_bundle(data: bytes, path: Path) -> CertificateBundle:
             reason = f"certificate {number} cannot be read: {_first_line(exc)}"
             raise InvalidCertificate(path, reason) from None
     return CertificateBundle(path, key, parsed[0], tuple(parsed[1:]))
+
+
+def cut_off_tail(rest: bytes) -> str | None:
+    """The text after the last complete PEM block if it looks like the start of another
+    (a dash: ``---``, ``-----BEG``), as the admin would see it; else None."""
+    text = rest.strip()
+    if not text.startswith(b"-"):
+        return None
+    return text[:40].decode("ascii", "replace")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,9 +6,7 @@ daemon runs, its served serial is read over TLS and compared (probe.py).
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +31,14 @@ from elemta_smtp.tls.bundle import (
 from elemta_smtp.tls.errors import InvalidCertificate
 from elemta_smtp.tls.names import Candidate, build_table
 from elemta_smtp.tls.probe import ProbeResult, probe_daemon_serial
-from elemta_smtp.tls.sources import Source, bootstrap_source, configured_sources, preferred_names
+from elemta_smtp.tls.sources import (
+    Source,
+    bootstrap_source,
+    configured_sources,
+    file_warnings,
+    preferred_names,
+)
+from elemta_smtp.units import time_left, whole_days
 
 __all__ = ["CertInfo", "Details", "ProbeResult", "cert_info_main", "certificate_report",
            "probe_daemon_serial", "render_json", "render_text", "report_problems"]
@@ -49,7 +54,8 @@ class Details:
     serial: str  # hex
     not_before: datetime
     not_after: datetime
-    days_left: int
+    days_left: int  # whole days, toward zero: negative once expired (-1: expired 1 day ago)
+    time_left: str  # "29 days left", "expired 1 day ago"
     key: str
     sha256_fingerprint: str
     tlsa: tuple[str, ...]
@@ -93,20 +99,24 @@ def classify_issuer(cert: x509.Certificate) -> str:
     return "other CA"
 
 
-def tlsa_records(cert: x509.Certificate) -> tuple[str, ...]:
-    """DANE-EE SPKI SHA-256 records for port 25, one per non-wildcard name."""
+def tlsa_records(cert: x509.Certificate, presented: Iterable[str] | None = None) -> tuple[str, ...]:
+    """DANE-EE SPKI SHA-256 records for port 25, one per non-wildcard name of ``cert``; with
+    ``presented``, only for the names the daemon presents this certificate for."""
     digest = spki_sha256(cert)
-    return tuple(f"_25._tcp.{n}. IN TLSA 3 1 1 {digest}" for n in dns_names(cert) if not n.startswith("*"))
+    wanted = None if presented is None else set(presented)
+    return tuple(f"_25._tcp.{n}. IN TLSA 3 1 1 {digest}" for n in dns_names(cert)
+                 if not n.startswith("*") and (wanted is None or n in wanted))
 
 
 def describe(bundle: CertificateBundle, now: datetime) -> Details:
     leaf = bundle.leaf
-    left = (leaf.not_valid_after_utc - now).total_seconds() / 86400
+    remaining = leaf.not_valid_after_utc - now
     return Details(
         names=dns_names(leaf), issuer=common_name(leaf.issuer), ca=classify_issuer(leaf),
         serial=serial_hex(leaf), not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
-        days_left=math.floor(left), key=key_description(leaf.public_key()),
-        sha256_fingerprint=fingerprint_sha256(leaf), tlsa=tlsa_records(leaf))
+        days_left=whole_days(remaining), time_left=time_left(remaining),
+        key=key_description(leaf.public_key()),
+        sha256_fingerprint=fingerprint_sha256(leaf), tlsa=())
 
 
 def _inspect(source: Source, now: datetime) -> tuple[CertInfo, CertificateBundle | None]:
@@ -128,7 +138,8 @@ def _inspect(source: Source, now: datetime) -> tuple[CertInfo, CertificateBundle
 
 def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
     """Every certificate file the daemon looks at, in its priority order, flagged with
-    whether it would be served and which one is the default. Reads files only."""
+    whether it would be served and which one is the default. Reads files only. DANE TLSA
+    records are given only for the names a certificate is presented for."""
     inspected = [_inspect(s, now) for s in configured_sources(config)]
     if not any(bundle for _, bundle in inspected):
         boot = bootstrap_source(config)
@@ -144,21 +155,53 @@ def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
         answers.setdefault(source, []).append(name)
     for rest, source in table.wildcard.items():
         answers.setdefault(source, []).append(f"*.{rest}")
-    return [replace(info, is_default=info.source == table.default,
-                    sni_names=tuple(answers.get(info.source, ())) if info.served else ())
-            for info, _ in inspected]
+    result = []
+    for info, bundle in inspected:
+        names = tuple(answers.get(info.source, ())) if info.served else ()
+        details = info.details
+        if details is not None and bundle is not None:
+            details = replace(details, tlsa=tlsa_records(bundle.leaf, names))
+        result.append(replace(info, is_default=info.source == table.default, sni_names=names,
+                              details=details))
+    return result
 
 
 def _own_name(info: CertInfo) -> str | None:
     return info.source.name[: -len(".pem")] if info.kind == "live" else None
 
 
-def report_problems(infos: Sequence[CertInfo]) -> list[str]:
-    """Sentences for what needs the admin: nothing to serve, rejected files, a bootstrap in use."""
+def nothing_served(config: Config, infos: Sequence[CertInfo], cache_exists: bool) -> str:
+    """What is missing when no certificate is usable, and what to do, for this config:
+    never "enable [tls.letsencrypt]" when it is enabled."""
+    le = config.tls.letsencrypt
+    rejected = [str(i.source) for i in infos if i.problem]
+    fix = f"fix or replace {', '.join(rejected)} (see below)" if rejected else ""
+    if le.enabled:
+        if not cache_exists:
+            return (f"no certificate yet: the cache {le.cache_dir} does not exist. `elemta serve` "
+                    f"creates it and obtains a certificate for {le.domain} from {le.acme_directory} "
+                    "(serving a self-signed one meanwhile); `elemta cert test` checks DNS, HTTP-01 "
+                    "and the CA first")
+        if not rejected:
+            return (f"no certificate for {le.domain} in {le.cache_dir / 'live'} yet: `elemta serve` "
+                    "obtains one (if it runs, its log says why it has not; `elemta cert test` "
+                    "diagnoses DNS, HTTP-01 and the CA)")
+        return (f"no usable certificate: {fix}; `elemta serve` obtains a new one for {le.domain} "
+                "when none is valid")
+    if rejected:
+        return f"no usable certificate: {fix}"
+    return ("no usable certificate: [tls.letsencrypt] is not enabled and [tls] cert_file/key_file "
+            "are not set: enable one of them (`elemta serve` serves a self-signed certificate "
+            "meanwhile)")
+
+
+def report_problems(infos: Sequence[CertInfo], nothing: str | None = None) -> list[str]:
+    """Sentences for what needs the admin: nothing to serve (``nothing`` says what is
+    missing, see ``nothing_served``), rejected files."""
     problems = [f"{i.source} is not served: {i.problem}" for i in infos if i.problem]
     if not any(i.served for i in infos):
-        problems.insert(0, "no usable certificate: start elemta serve (it makes a self-signed one), "
-                           "enable [tls.letsencrypt], or set [tls] cert_file and key_file")
+        problems.insert(0, nothing or "no usable certificate: enable [tls.letsencrypt], or set "
+                                      "[tls] cert_file and key_file")
     return problems
 
 
@@ -200,8 +243,10 @@ def _when(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render_text(infos: Sequence[CertInfo]) -> str:
-    """A human report, one block per certificate, then the problems."""
+def render_text(infos: Sequence[CertInfo], problems: Sequence[str] | None = None,
+                warnings: Sequence[str] = ()) -> str:
+    """A human report, one block per certificate, then the warnings and the problems
+    (``report_problems(infos)`` unless given)."""
     out: list[str] = []
     for info in infos:
         flags = [f for f, on in (("default", info.is_default), ("self-signed bootstrap", info.is_bootstrap),
@@ -215,7 +260,7 @@ def render_text(infos: Sequence[CertInfo]) -> str:
             rows += [
                 ("issuer", f"{d.issuer} ({d.ca})"),
                 ("serial", d.serial),
-                ("valid", f"{_when(d.not_before)} to {_when(d.not_after)} ({d.days_left} days left)"),
+                ("valid", f"{_when(d.not_before)} to {_when(d.not_after)} ({d.time_left})"),
                 ("key", d.key),
                 ("sha256", d.sha256_fingerprint),
             ]
@@ -232,8 +277,8 @@ def render_text(infos: Sequence[CertInfo]) -> str:
             rows.append(("warning", "self-signed: NOT publicly trusted; get a real certificate"))
         out += [f"  {label + ':':<11} {value}" for label, value in rows]
         out.append("")
-    problems = report_problems(infos)
-    out += [f"PROBLEM: {p}" for p in problems]
+    out += [f"WARNING: {w}" for w in warnings]
+    out += [f"PROBLEM: {p}" for p in (report_problems(infos) if problems is None else problems)]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -274,9 +319,12 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def render_json(infos: Sequence[CertInfo]) -> str:
-    """The same report as JSON: {"ok", "problems", "certificates": [...]}."""
-    problems = report_problems(infos)
+def render_json(infos: Sequence[CertInfo], problems: Sequence[str] | None = None,
+                warnings: Sequence[str] = ()) -> str:
+    """The same report as JSON: {"ok", "problems", "warnings", "certificates": [...]}."""
+    import json  # noqa: PLC0415  (only for --json: the text report starts faster)
+
+    problems = report_problems(infos) if problems is None else list(problems)
     certificates = []
     for info in infos:
         item = asdict(info)
@@ -284,21 +332,30 @@ def render_json(infos: Sequence[CertInfo]) -> str:
         if info.probe is not None:
             item["probe"]["serial"] = info.probe.serial_hex
         certificates.append(_jsonable(item))
-    report = {"ok": not problems, "problems": problems, "certificates": certificates}
+    report = {"ok": not problems, "problems": problems, "warnings": list(warnings),
+              "certificates": certificates}
     return json.dumps(report, indent=2) + "\n"
 
 
 def cert_info_main(config: Config, as_json: bool, out: TextIO) -> int:
-    """``elemta cert info``: print the report; 0 when all is well, 1 when there is no usable
-    certificate or a certificate file is rejected (expired, broken, wrong name)."""
+    """``elemta cert info``: print the report; 0 when all is well (warnings included), 1 when
+    there is no usable certificate or a certificate file is rejected (expired, broken,
+    wrong name)."""
     now = datetime.now(timezone.utc)
     try:
         infos = with_probes(config, certificate_report(config, now))
+        warnings = file_warnings(config)
     except ElemtaError as exc:
         if as_json:
-            out.write(json.dumps({"ok": False, "problems": [str(exc)], "certificates": []}, indent=2) + "\n")
+            import json  # noqa: PLC0415
+
+            out.write(json.dumps({"ok": False, "problems": [str(exc)], "warnings": [],
+                                  "certificates": []}, indent=2) + "\n")
         else:
             out.write(f"PROBLEM: {exc}\n")
         return 1
-    out.write(render_json(infos) if as_json else render_text(infos))
-    return 1 if report_problems(infos) else 0
+    problems = report_problems(infos, nothing_served(config, infos,
+                                                     config.tls.letsencrypt.cache_dir.is_dir()))
+    out.write(render_json(infos, problems, warnings) if as_json
+              else render_text(infos, problems, warnings))
+    return 1 if problems else 0

@@ -1,20 +1,23 @@
 """Ask the running daemon which certificate it serves (for ``elemta cert info``).
 
 Plain sockets and the stdlib ``ssl`` module: no Twisted, no reactor. No
-verification is done: the point is only to read the served serial.
+verification is done: the point is only to read the served serial. ``socket`` and
+``ssl`` are imported only when a daemon runs, so a report without one starts faster.
 """
 
 from __future__ import annotations
 
-import socket
-import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from elemta_smtp.config import Config
 from elemta_smtp.pidfile import live_pid
 from elemta_smtp.units import Address
+
+if TYPE_CHECKING:
+    import socket
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,15 @@ def probe_daemon_serial(config: Config, server_name: str | None = None,
     where = f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
     try:
         serial = _handshake(host, address.port, mode == "STARTTLS", server_name, timeout)
-    except (OSError, ssl.SSLError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         return ProbeResult(pid, where, mode, server_name, None, f"cannot read the served certificate: {exc}")
     return ProbeResult(pid, where, mode, server_name, serial)
 
 
 def _handshake(host: str, port: int, starttls: bool, server_name: str | None, timeout: float) -> int:
+    import socket  # noqa: PLC0415  (see the module docstring)
+    import ssl  # noqa: PLC0415
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

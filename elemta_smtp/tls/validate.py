@@ -32,10 +32,11 @@ def check_bundle(bundle: CertificateBundle, *, now: datetime, required_name: str
 
 
 def check_structure(bundle: CertificateBundle) -> None:
-    """The time-independent checks: key type, key matches leaf, chain in order."""
+    """The time-independent checks: key type, key matches leaf, chain in order and present."""
     check_key_type(bundle)
     check_key_matches(bundle)
     check_chain_order(bundle)
+    check_chain_present(bundle)
 
 
 def check_key_type(bundle: CertificateBundle) -> None:
@@ -72,6 +73,12 @@ def check_chain_order(bundle: CertificateBundle) -> None:
     for number, (cert, issuer) in enumerate(itertools.pairwise(certs), start=1):
         hint = ("put the leaf first, then its issuer, then that one's issuer "
                 "(the order of certbot's fullchain.pem)")
+        if cert.issuer != issuer.subject and not any(c.subject == cert.issuer for c in certs):
+            raise InvalidCertificate(bundle.path, f"chain incomplete: certificate {number} "
+                                                  f"({_describe(cert)}) is issued by "
+                                                  f"{common_name(cert.issuer)!r}, which is not in the "
+                                                  f"file (certificate {number + 1} is "
+                                                  f"{common_name(issuer.subject)!r}); {_MISSING_HINT}")
         if cert.issuer != issuer.subject:
             raise InvalidCertificate(bundle.path, f"chain out of order: certificate {number} "
                                                   f"({_describe(cert)}) is issued by "
@@ -85,6 +92,36 @@ def check_chain_order(bundle: CertificateBundle) -> None:
                                                   "use the issuer certificate your CA sent") from None
         except (ValueError, TypeError):
             continue  # a signature algorithm cryptography cannot check: names matched, accept
+
+
+_MISSING_HINT = ("clients that verify fail with \"unable to verify the first certificate\": "
+                 "write the key, the leaf and the issuer certificates your CA sent (certbot's "
+                 "fullchain.pem, not cert.pem) into the file again")
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    """Issued by itself: the issuer name is its own subject and its own key signed it."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except InvalidSignature:
+        return False
+    except (ValueError, TypeError):
+        return True  # a signature algorithm cryptography cannot check: the names matched
+    return True
+
+
+def check_chain_present(bundle: CertificateBundle) -> None:
+    """A leaf that is not self-signed must be followed by its issuer: a leaf alone, issued
+    by a CA, is a truncated file or cert.pem in place of fullchain.pem. (The last
+    certificate's issuer, the root, may be absent: clients have it.)"""
+    leaf = bundle.leaf
+    if bundle.chain or is_self_signed(leaf):
+        return
+    raise InvalidCertificate(bundle.path, f"chain missing: the certificate ({_describe(leaf)}) is "
+                                          f"issued by {common_name(leaf.issuer)!r}, which is not in "
+                                          f"the file (truncated file?); {_MISSING_HINT}")
 
 
 def check_time(bundle: CertificateBundle, now: datetime) -> None:

@@ -162,6 +162,33 @@ def test_half_written_file_keeps_old_certificate(setup: Setup, daemon: tuple[Dae
     assert implicit_serial(setup) == first.serial
 
 
+@pytest.mark.parametrize(("tail", "reason"), [
+    pytest.param(b"\n---", 'the file is cut off: it ends in "---"', id="cut-in-next-begin"),
+    pytest.param(b"\n", "chain missing: the certificate (mail.example.com) is issued by "
+                        "'elemta Test Intermediate', which is not in the file", id="cut-after-leaf-end"),
+])
+def test_file_cut_after_the_leaf_keeps_old_certificate(setup: Setup, ca: CA, daemon: tuple[Daemon, Leaf],
+                                                       tail: bytes, reason: str) -> None:
+    """A new live/<domain>.pem cut right after the leaf's END line (its chain lost) is rejected on
+    SIGHUP with the reason, the old serial stays served on both ports, and `elemta cert info`
+    exits 1 naming the file and the reason."""
+    d, first = daemon
+    path = store.certificate_path(setup.cache_dir, DOMAIN)
+    data = make_leaf(ca, [DOMAIN]).combined_pem
+    end = data.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+    path.write_bytes(data[:end] + tail)
+    d.sighup()
+    d.wait_for_log("rejected, still serving")
+    (line,) = [line for line in d.log().splitlines() if "rejected" in line]
+    assert str(path) in line and reason in line
+    assert implicit_serial(setup) == first.serial
+    assert starttls_serial(setup) == first.serial
+    info = subprocess.run(elemta_command("cert", "info", "-c", str(setup.config_path)),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert info.returncode == 1, info.stdout + info.stderr
+    assert f"PROBLEM: {path} is not served: {reason}" in info.stdout
+
+
 @pytest.mark.slow
 def test_fifty_reloads_under_load_lose_no_handshake(setup: Setup, ca: CA,
                                                     daemon: tuple[Daemon, Leaf]) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
 
 import pytest
 
-from elemta_smtp.cli import EXIT_CONFIG, main
+from elemta_smtp.cli import EXIT_CONFIG, build_parser, main
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -72,3 +73,33 @@ def test_bad_arguments_exit_2_with_usage(argv: list[str], capsys: pytest.Capture
         main(argv)
     assert info.value.code == 2
     assert "usage: elemta" in capsys.readouterr().err
+
+
+def _command_paths(parser: argparse.ArgumentParser,
+                   prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str | None]]:
+    """Every subcommand path under ``parser`` with its one-line help in the parent's list."""
+    paths: list[tuple[tuple[str, ...], str | None]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                paths.append(((*prefix, name), helps.get(name)))
+                paths += _command_paths(child, (*prefix, name))
+    return paths
+
+
+def test_every_subcommand_and_action_has_a_description(capsys: pytest.CaptureFixture[str]) -> None:
+    """`elemta X --help` starts with a sentence saying what X does, for every subcommand and
+    action, and each is listed with a one-line help in its parent's --help."""
+    paths = _command_paths(build_parser())
+    assert {" ".join(p) for p, _ in paths} == {"serve", "config", "config check", "cert", "cert info",
+                                               "cert renew", "cert test"}
+    for path, summary in paths:
+        assert summary, path
+        with pytest.raises(SystemExit) as info:
+            main([*path, "--help"])
+        assert info.value.code == 0
+        text = capsys.readouterr().out
+        description = text.split("\n\n")[1]
+        assert description[:1].isupper() and not description.startswith(("options:", "positional")), (
+            path, text)

@@ -136,7 +136,8 @@ def test_acme_directory_choice() -> None:
         ('[server]\nlisten_addr = ""\n[tls]\nenabled = false\n', "no listener left"),
         ("[server\n", "not valid TOML"),
         ('[server]\nhostname = "a.b"\nhostname = "c.d"\n',
-         'e.toml:3: [server.hostname] not valid TOML: Key "hostname" already exists.'),
+         'e.toml:3: [server.hostname] "hostname" is written twice in [server] (first on line 2): '
+         "delete one; this one was not checked"),
         ("server = 3\n", "must be a table [server]"),
     ],
     ids=lambda v: v.split("\n")[1] if "\n" in v and v.split("\n")[1] else v[:30],
@@ -145,6 +146,87 @@ def test_bad_config_is_refused_with_a_clear_message(text: str, expected: str) ->
     """Each kind of mistake gives one message that names file, key, line and what is allowed."""
     found = problems_of(text)
     assert any(expected in p for p in found), found
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param('[server]\nmax_connections = "1000"\n',
+                 'expected a whole number from 1 to 1000000, got the string "1000": '
+                 "write 1000 without quotes",
+                 id="number-in-quotes"),
+    pytest.param("[server]\nmax_connections = 10.0\n",
+                 "got the number 10.0: write 10, without a decimal point", id="number-with-point"),
+    pytest.param('[server]\nmax_connections = "lots"\n', 'got the string "lots": write a whole number',
+                 id="words-for-a-number"),
+    pytest.param("[server]\nmax_connections = true\n", "got true: write a whole number",
+                 id="bool-for-number"),
+    pytest.param('[tls]\nenabled = "true"\n', 'expected true or false, got the string "true": write true '
+                 "without quotes", id="bool-in-quotes"),
+    pytest.param("[tls]\nenabled = 1\n", "expected true or false, got the number 1: write true",
+                 id="bool-as-1"),
+    pytest.param("[server]\nidle_timeout = 300\n", 'got the number 300: write "300s" (seconds) in double '
+                 "quotes", id="duration-as-number"),
+    pytest.param('[server]\nidle_timeout = "5 minutes"\n', '"5 minutes" is not a duration',
+                 id="duration-words"),
+    pytest.param("[server]\nlisten_addr = 25\n", 'got the number 25: write ":25" (every interface) or '
+                 '"127.0.0.1:25"', id="address-as-number"),
+    pytest.param('[server]\nlisten_addr = "localhost:25"\n',
+                 '"localhost:25": "localhost" is not an IP address', id="address-with-name"),
+    pytest.param("[server]\nhostname = 25\n", 'expected a string, got the number 25: write it in double '
+                 'quotes: "25"', id="number-for-string"),
+    pytest.param('[server]\nhostname = ["a.example"]\n', 'expected a string, got the list ["a.example"]: '
+                 "write one value in double quotes", id="list-for-string"),
+    pytest.param('[server]\nmax_message_size = 25.5\n', "got the number 25.5: write a whole number of bytes",
+                 id="size-with-point"),
+    pytest.param('[server]\nmax_message_size = "25 parsecs"\n', '"25 parsecs" is not a size',
+                 id="size-words"),
+    pytest.param('[delivery]\nlocal_domains = "example.com"\n',
+                 'expected a list such as ["a", "b"], got the string "example.com": write ["example.com"]',
+                 id="string-for-list"),
+    pytest.param('[delivery]\nlocal_domains = ["exa mple.com"]\n', '"exa mple.com" is not a domain name',
+                 id="bad-list-item"),
+    pytest.param('[delivery]\nbare_newline = "Reject"\n', 'got the string "Reject": write "reject"',
+                 id="choice-case"),
+    pytest.param("[delivery]\nbare_newline = 1\n", 'must be one of "normalize", "reject", got the number 1',
+                 id="choice-number"),
+    pytest.param('[tls.letsencrypt]\ndirectory_url = "acme.example"\n', '"acme.example" is not a URL',
+                 id="url"),
+    pytest.param("[tls.letsencrypt]\nenabled = 2030-01-01\n", "got the date 2030-01-01", id="date"),
+    pytest.param("server = 3\n", "must be a table [server], got the number 3", id="table-as-number"),
+])
+def test_type_errors_name_the_value_as_written_in_toml(text: str, expected: str) -> None:
+    """A wrong value is described the way the admin wrote it (string, number, true/false, list,
+    table, date) with what to write instead, never as a Python repr."""
+    (found,) = problems_of(text)
+    assert expected in found
+    assert "'" not in found.partition("] ")[2]  # no Python repr quotes
+
+
+def test_repeated_key_is_reported_and_the_rest_still_checked() -> None:
+    """A key written twice is one problem among the others: misspelled keys and wrong types in
+    the same file are reported in the same run, with their lines."""
+    found = problems_of('[server]\nhostname = "a.example"\nhostname = "b.example"\nhostnme = "c"\n'
+                        'max_connections = "1000"\n[delivery]\nlocal_domains = [\n  "a.example",\n]\n'
+                        'local_domains = [\n  "b.example",\n]\nbare_newline = "fix"\n')
+    assert [p.split(":")[1] for p in found] == ["3", "4", "5", "10", "13"]
+    assert "[server.hostname] \"hostname\" is written twice in [server] (first on line 2)" in found[0]
+    assert "did you mean \"hostname\"" in found[1]
+    assert 'got the string "1000": write 1000 without quotes' in found[2]
+    assert "[delivery.local_domains] \"local_domains\" is written twice" in found[3]
+    assert 'must be one of "normalize", "reject"' in found[4]
+
+
+def test_repeated_table_is_reported_and_the_rest_still_checked() -> None:
+    """A table header written twice is reported; keys elsewhere are still checked."""
+    found = problems_of('[server]\nmax_errors = 5\n[tls]\nenabled = "yes"\n[server]\nmax_errors = 0\n')
+    assert [p.split(":")[1] for p in found] == ["4", "5"]
+    assert "table [server] is written twice (first on line 1): merge the two" in found[1]
+
+
+def test_syntax_error_names_its_line_and_column() -> None:
+    """Broken TOML (not a repetition) is one problem with its line and column; nothing is guessed."""
+    (found,) = problems_of('[server]\nmax_errors = 5\nhostname = "a.example\n')
+    assert found.startswith("e.toml:3: not valid TOML: ")
+    assert "(column" in found and "at line" not in found
 
 
 def test_every_problem_is_reported_at_once() -> None:

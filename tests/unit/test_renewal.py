@@ -80,21 +80,27 @@ def test_cap_sentence_names_both_numbers() -> None:
 
 
 def test_config_check_sentence() -> None:
-    """config check explains the cap for 45- and 6-day certificates, and is silent when none applies."""
-    text = config_check_sentence(30)
-    assert text is not None
-    assert "15 days before expiry for 45-day" in text and "2 days before expiry for 6-day" in text
-    assert "90-day" not in text
-    assert config_check_sentence(1) is None
+    """config check explains the cap only when it shortens renewal_days for the CA's lifetime."""
+    text = config_check_sentence(40, "Let's Encrypt", 90)
+    assert text == ("[tls.renewal] renewal_days = 40 is more than a third of the 90-day lifetime of "
+                    "Let's Encrypt's certificates: elemta renews them when 30 days are left (a window "
+                    "as long as the lifetime would renew at every check)")
+    assert config_check_sentence(30, "Let's Encrypt", 90) is None
 
 
-def test_config_warnings_only_with_auto_renew() -> None:
-    """The sentence is printed for a config that renews automatically, not otherwise."""
-    on = parse_config('[tls.letsencrypt]\nenabled = true\nemail = "a@example.com"\n')
-    off = parse_config('[tls.letsencrypt]\nenabled = true\nemail = "a@example.com"\n'
-                       '[tls.renewal]\nauto_renew = false\n')
-    assert len(config_warnings(on)) == 1
-    assert config_warnings(off) == []
+@pytest.mark.parametrize(("toml", "notes"), [
+    pytest.param("", 0, id="example-defaults-lets-encrypt"),
+    pytest.param("staging = true\n", 0, id="staging-defaults"),
+    pytest.param("[tls.renewal]\nrenewal_days = 31\n", 1, id="lets-encrypt-capped"),
+    pytest.param('directory_url = "https://ca.example/dir"\n[tls.renewal]\nrenewal_days = 60\n', 0,
+                 id="unknown-ca"),
+    pytest.param("[tls.renewal]\nrenewal_days = 60\nauto_renew = false\n", 0, id="no-auto-renew"),
+])
+def test_config_warnings_only_when_the_cap_changes_something(toml: str, notes: int) -> None:
+    """The note is printed only when auto-renewing from a CA whose lifetime elemta knows
+    (Let's Encrypt: 90 days) with renewal_days above a third of it; the defaults say nothing."""
+    config = parse_config('[tls.letsencrypt]\nenabled = true\nemail = "a@example.com"\n' + toml)
+    assert len(config_warnings(config)) == notes
 
 
 @pytest.mark.parametrize(("span", "text"), [

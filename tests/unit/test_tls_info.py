@@ -69,7 +69,7 @@ def test_report_describes_served_certificate(tmp_path: Path, ca: CA) -> None:
     assert d.issuer == "R11"
     assert d.ca == "Let's Encrypt production"
     assert d.serial == format(leaf.serial, "x")
-    assert d.days_left == 30
+    assert (d.days_left, d.time_left) == (30, "30 days left")
     assert d.key == "ECDSA P-256"
     assert d.sha256_fingerprint.replace(":", "").lower() == hashlib.sha256(
         leaf.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -122,10 +122,12 @@ def test_expired_default_is_an_error(tmp_path: Path, ca: CA) -> None:
                            not_after=now() - timedelta(days=2)))
     (info,) = certificate_report(cfg, now())
     assert not info.served and info.problem is not None and "expired" in info.problem
-    assert info.details is not None and info.details.days_left == -3
+    assert info.details is not None and info.details.days_left == -2
+    assert info.details.time_left == "expired 2 days ago"
     out = io.StringIO()
     assert cert_info_main(cfg, False, out) == 1
     assert "NOT SERVED" in out.getvalue()
+    assert "(expired 2 days ago)" in out.getvalue()
     assert "PROBLEM:" in out.getvalue()
 
 
@@ -260,3 +262,66 @@ def test_cert_info_command_imports_neither_twisted_nor_certbot(tmp_path: Path, c
             "             & {'twisted', 'certbot', 'acme', 'josepy'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_tlsa_for_names_a_certificate_is_never_presented_for(tmp_path: Path, ca: CA) -> None:
+    """DANE TLSA lines are given only for names the daemon presents the certificate for: none
+    for a certificate every name of which an earlier file answers, only the names it still
+    answers for a partly shadowed one, none for a rejected file."""
+    cfg = hand_config(tmp_path, make_leaf(ca, [DOMAIN]))
+    install(cfg, make_leaf(ca, [DOMAIN]))  # shadowed by the hand-managed certificate
+    install(cfg, make_leaf(ca, ["mx.example.com", DOMAIN]), "mx.example.com")  # DOMAIN shadowed
+    install(cfg, make_leaf(ca, ["old.example.com"], not_before=now() - timedelta(days=90),
+                           not_after=now() - timedelta(days=1)), "old.example.com")  # rejected
+    hand, live, mx, old = certificate_report(cfg, now())
+    assert [r.split()[0] for r in hand.details.tlsa] == [f"_25._tcp.{DOMAIN}."]  # type: ignore[union-attr]
+    assert live.shadowed and live.details is not None and live.details.tlsa == ()
+    assert mx.details is not None and [r.split()[0] for r in mx.details.tlsa] == ["_25._tcp.mx.example.com."]
+    assert not old.served and old.details is not None and old.details.tlsa == ()
+    text = render_text([hand, live, mx, old])
+    assert text.count("DANE TLSA:") == 2
+
+
+LE_ON = '[tls.letsencrypt]\nenabled = true\nemail = "a@example.com"\ncache_dir = "CACHE"\n'
+
+
+@pytest.mark.parametrize(("toml", "cache", "expected", "unexpected"), [
+    pytest.param(LE_ON, False,
+                 "does not exist. `elemta serve` creates it and obtains a certificate for mail.example.com",
+                 "enable [tls.letsencrypt]", id="letsencrypt-cache-missing"),
+    pytest.param(LE_ON, True, "no certificate for mail.example.com in", "enable [tls.letsencrypt]",
+                 id="letsencrypt-nothing-obtained-yet"),
+    pytest.param('[tls.letsencrypt]\ncache_dir = "CACHE"\n', False,
+                 "[tls.letsencrypt] is not enabled and [tls] cert_file/key_file are not set",
+                 "does not exist", id="nothing-configured"),
+])
+def test_nothing_usable_says_what_is_missing(tmp_path: Path, toml: str, cache: bool, expected: str,
+                                             unexpected: str) -> None:
+    """With no usable certificate the first problem names what is actually missing for this
+    config, never advising to enable Let's Encrypt when it is enabled."""
+    cfg = parse_config(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
+                       + toml.replace("CACHE", str(tmp_path / "cache")))
+    if cache:
+        store.ensure_layout(cfg.tls.letsencrypt.cache_dir)
+    out = io.StringIO()
+    assert cert_info_main(cfg, False, out) == 1
+    first = next(line for line in out.getvalue().splitlines() if line.startswith("PROBLEM:"))
+    assert expected in first and unexpected not in first
+
+
+def test_warnings_are_printed_and_do_not_fail(tmp_path: Path, ca: CA) -> None:
+    """Skipped live/ entries and a key file others can read are WARNING lines (text and JSON);
+    the exit status stays 0 when the served certificate is fine."""
+    cfg = config(tmp_path)
+    path = install(cfg, make_leaf(ca, [DOMAIN]))
+    path.chmod(0o644)
+    (path.parent / "Mail.Example.com.pem").write_bytes(b"")
+    out = io.StringIO()
+    assert cert_info_main(cfg, False, out) == 0
+    text = out.getvalue()
+    assert f"WARNING: {path} holds a private key and its group and others can read it (mode 0644)" in text
+    skipped = path.parent / "Mail.Example.com.pem"
+    assert f'WARNING: {skipped} is skipped: "Mail.Example.com" is not written in lower case' in text
+    out = io.StringIO()
+    assert cert_info_main(cfg, True, out) == 0
+    assert len(json.loads(out.getvalue())["warnings"]) == 2

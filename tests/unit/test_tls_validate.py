@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from elemta_smtp.tls.bootstrap import make_self_signed
 from elemta_smtp.tls.bundle import parse_bundle
 from elemta_smtp.tls.errors import InvalidCertificate
 from elemta_smtp.tls.validate import check_bundle
@@ -89,6 +90,16 @@ def _truncated(sub: CA) -> bytes:
     return data[: len(data) - 100]
 
 
+def _cut_after_leaf(tail: bytes) -> Callable[[CA], bytes]:
+    """The combined PEM cut right after the leaf's END line, then ``tail``: the chain is gone."""
+    def make(sub: CA) -> bytes:
+        data = leaf_pem(sub)
+        end = data.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+        return data[:end] + tail
+
+    return make
+
+
 def _half_written(sub: CA) -> bytes:
     data = leaf_pem(sub)
     return data[: len(data) // 2]
@@ -123,7 +134,14 @@ BAD: list[tuple[str, Callable[[CA], bytes], str]] = [
     ("empty", lambda _: b"", "no PEM data"),
     ("mismatched-key", _mismatched, "does not belong"),
     ("chain-out-of-order", _out_of_order, "chain out of order"),
-    ("chain-wrong-issuer", _wrong_issuer, "chain out of order"),
+    ("chain-wrong-issuer", _wrong_issuer, "chain incomplete: certificate 1 (mail.example.com) is issued "
+                                          "by 'elemta Test Intermediate', which is not in the file"),
+    ("chain-missing", _cut_after_leaf(b"\n"), "chain missing: the certificate (mail.example.com) is "
+                                               "issued by 'elemta Test Intermediate', which is not in "
+                                               "the file"),
+    ("cut-after-leaf-dashes", _cut_after_leaf(b"\n---"), 'the file is cut off: it ends in "---"'),
+    ("cut-after-leaf-begin", _cut_after_leaf(b"\n-----BEG"), 'it ends in "-----BEG"'),
+    ("cut-after-leaf-one-dash", _cut_after_leaf(b"\n-\n"), 'it ends in "-"'),
     ("chain-forged-signature", _forged_signature, "not signed"),
     ("expired", lambda ca: leaf_pem(ca, days_before=90, days_after=-1), "expired"),
     ("not-yet-valid", lambda ca: leaf_pem(ca, days_before=-2, days_after=60), "not valid yet"),
@@ -147,6 +165,44 @@ def test_bad_bundles_are_rejected(sub: CA, make: Callable[[CA], bytes], reason: 
     assert info.value.path == PATH
     assert reason in info.value.reason
     assert str(PATH) in str(info.value)
+
+
+def test_chain_missing_says_how_clients_fail(sub: CA) -> None:
+    """A leaf alone whose CA is not in the file names the error verifying clients report and
+    the file to use instead (fullchain.pem)."""
+    with pytest.raises(InvalidCertificate) as info:
+        check(_cut_after_leaf(b"")(sub))
+    assert "unable to verify the first certificate" in info.value.reason
+    assert "fullchain.pem, not cert.pem" in info.value.reason
+
+
+@pytest.mark.parametrize("chain", ["intermediate", "intermediate+root", "root-issued+root", "self-signed"])
+def test_complete_chains_pass(root: CA, sub: CA, chain: str) -> None:
+    """The root may be absent (clients have it) or present; a self-signed leaf needs no chain;
+    a leaf issued by a root directly passes with that root after it."""
+    def leaf(ca: CA) -> bytes:
+        made = make_leaf(ca, ["mail.example.com"], not_before=NOW - timedelta(days=1),
+                         not_after=NOW + timedelta(days=60))
+        return made.key_pem + made.cert_pem
+
+    if chain == "intermediate":
+        data = leaf(sub) + sub.pem
+    elif chain == "intermediate+root":
+        data = leaf(sub) + sub.pem + root.pem
+    elif chain == "root-issued+root":
+        data = leaf(root) + root.pem
+    else:
+        data = make_self_signed("mail.example.com", NOW)
+    bundle = parse_bundle(data, PATH)
+    check_bundle(bundle, now=NOW, required_name="mail.example.com")
+    assert len(bundle.chain) == {"intermediate": 1, "intermediate+root": 2, "root-issued+root": 1,
+                                 "self-signed": 0}[chain]
+
+
+def test_text_after_the_last_block_that_is_not_a_block_start_is_ignored(sub: CA) -> None:
+    """Trailing blank lines or a note after the last block are not taken for a cut-off file."""
+    check(leaf_pem(sub) + b"\n\n")
+    check(leaf_pem(sub) + b"installed by hand on 2030-06-01\n")
 
 
 def test_wildcard_covers_one_label(sub: CA) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from elemta_smtp.units import Address, parse_address, parse_duration, parse_size
+from elemta_smtp.units import Address, parse_address, parse_duration, parse_size, time_left, whole_days
 
 
 @pytest.mark.parametrize(
@@ -84,3 +86,28 @@ def test_address_str_round_trips() -> None:
 def test_connect_host(host: str, expected: str) -> None:
     """Wildcard listen addresses are checked through loopback."""
     assert Address(host, 80).connect_host == expected
+
+
+@pytest.mark.parametrize(("span", "text"), [
+    pytest.param(timedelta(days=30, hours=1), "30 days left", id="30-days-and-an-hour"),
+    pytest.param(timedelta(days=29, hours=23), "29 days left", id="just-under-30-days"),
+    pytest.param(timedelta(days=1, hours=12), "1 day left", id="one-day"),
+    pytest.param(timedelta(hours=5, minutes=3), "5 hours 3 minutes left", id="under-a-day"),
+    pytest.param(-timedelta(hours=3), "expired 3 hours ago", id="expired-hours-ago"),
+    pytest.param(-timedelta(days=1, hours=12), "expired 1 day ago", id="expired-a-day-and-a-half-ago"),
+    pytest.param(-timedelta(days=2, seconds=1), "expired 2 days ago", id="expired-just-over-2-days-ago"),
+    pytest.param(-timedelta(days=2, hours=23), "expired 2 days ago", id="expired-almost-3-days-ago"),
+])
+def test_time_left_reads_like_a_person_writes_it(span: timedelta, text: str) -> None:
+    """Days left are whole days rounded toward zero on both sides; an expired certificate
+    reads "expired N days ago", never "-N days left"."""
+    assert time_left(span) == text
+
+
+@pytest.mark.parametrize(("span", "days"), [
+    (timedelta(days=29, hours=23), 29), (timedelta(hours=23), 0), (-timedelta(hours=23), 0),
+    (-timedelta(days=1, hours=12), -1), (-timedelta(days=2, seconds=1), -2),
+], ids=str)
+def test_whole_days_round_toward_zero(span: timedelta, days: int) -> None:
+    """Whole days round toward zero, before and after expiry alike."""
+    assert whole_days(span) == days
