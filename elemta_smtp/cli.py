@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if args.action == "info":
         from elemta_smtp.tls.info import cert_info_main
 
-        return _report_done(cert_info_main(loaded, args.json, out), own_process=argv is None)
+        return _report_done(cert_info_main(loaded, args.json, out, _renewal_warnings(loaded)),
+                            own_process=argv is None)
     if args.action == "renew":
         from elemta_smtp.acme.commands import cert_renew_main
 
@@ -159,11 +160,27 @@ def _report_done(status: int, own_process: bool) -> int:
     os._exit(status)
 
 
+def _renewal_warnings(config: Config) -> list[str]:
+    """The daemon cannot renew the certificate where it was installed from: one sentence
+    with the fix (``acme.lineages``)."""
+    le = config.tls.letsencrypt
+    if not le.enabled:
+        return []
+    from elemta_smtp.acme.lineages import configured_renewal_problem
+
+    problem = configured_renewal_problem(le.domain, le.cache_dir,
+                                         config.tls.renewal.auto_renew, config.path)
+    return [problem] if problem else []
+
+
 def config_check(config: Config, out: TextIO) -> int:
-    """``elemta config check``: the config loaded; print notes on its effects and a summary."""
+    """``elemta config check``: the config loaded; print notes on its effects, warnings
+    about what it will not be able to do, and a summary."""
     from elemta_smtp.acme.renewal import config_warnings
 
     for note in config_warnings(config):
         print(f"note: {note}", file=out)
+    for warning in _renewal_warnings(config):
+        print(f"warning: {warning}", file=out)
     print(f"{config.path}: OK", file=out)
     return EXIT_OK

@@ -295,3 +295,16 @@ def certbot_user(lineage: Lineage) -> User | None:
     except OSError:
         return None
     return user_of(owner) if owner != 0 else None
+
+
+def configured_renewal_problem(domain: str, cache_dir: Path, auto_renew: bool,
+                               config_path: Path | None) -> str | None:
+    """For ``config check`` and ``cert info``: why the daemon (the owner of ``cache_dir``)
+    will not be able to renew the certificate of ``live/<domain>.pem`` where it was
+    installed from; None when it can, or when it does not renew ([tls.renewal]
+    auto_renew = false: the timer does)."""
+    if not auto_renew:
+        return None
+    lineage = lineage_for(cache_dir, (domain,), domain)
+    return renewal_blocker(lineage, daemon_user(cache_dir), cache_dir=cache_dir, domain=domain,
+                           config_path=config_path)

@@ -26,7 +26,13 @@ from elemta_smtp.tls.bootstrap import ensure_bootstrap, make_self_signed
 from elemta_smtp.tls.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
 from elemta_smtp.tls.errors import InvalidCertificate, StoreError
 from elemta_smtp.tls.names import Candidate, NameTable, build_table
-from elemta_smtp.tls.sources import Source, bootstrap_source, configured_sources, preferred_names
+from elemta_smtp.tls.sources import (
+    Source,
+    bootstrap_source,
+    configured_sources,
+    log_file_warnings,
+    preferred_names,
+)
 
 #: TLS 1.2 suites: forward secret (ECDHE) and AEAD only. TLS 1.3 suites are all AEAD.
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -152,6 +158,7 @@ class ServerTLS:
         """Re-read every source; swap in what validates, keep the previous certificate for
         what does not. Returns True if what is served changed. Never raises for bad files."""
         now = self._now()
+        log_file_warnings(self._config, self._log)
         old = self._snapshot
         previous = {e.source.path: e for e in old.loaded} if old else {}
         loaded: list[_Loaded] = []

@@ -337,14 +337,15 @@ def render_json(infos: Sequence[CertInfo], problems: Sequence[str] | None = None
     return json.dumps(report, indent=2) + "\n"
 
 
-def cert_info_main(config: Config, as_json: bool, out: TextIO) -> int:
+def cert_info_main(config: Config, as_json: bool, out: TextIO,
+                   more_warnings: Sequence[str] = ()) -> int:
     """``elemta cert info``: print the report; 0 when all is well (warnings included), 1 when
     there is no usable certificate or a certificate file is rejected (expired, broken,
-    wrong name)."""
+    wrong name). ``more_warnings`` come from other parts (the renewal check)."""
     now = datetime.now(timezone.utc)
     try:
         infos = with_probes(config, certificate_report(config, now))
-        warnings = file_warnings(config)
+        warnings = [*file_warnings(config), *more_warnings]
     except ElemtaError as exc:
         if as_json:
             import json  # noqa: PLC0415

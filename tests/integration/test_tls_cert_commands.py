@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from elemta_smtp.acme import lineages
 from elemta_smtp.acme.commands import cert_renew_main, run_certbot, wrong_user
 from elemta_smtp.acme.diagnose import cert_test_main
 from elemta_smtp.config import load_config
-from tests.support import Setup, running_daemon
+from tests.support import Setup, elemta_command, running_daemon
 
 
 def no_dns(domain: str) -> list[str]:
@@ -123,3 +124,34 @@ def test_renew_refuses_a_deleted_lineage(setup: Setup) -> None:
     assert cert_renew_main(load_config(setup.config_path), out) == 1
     assert (f"certbot has no certificate named mail.example.com in {folders / 'config'}"
             in out.getvalue())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the cache to another user")
+def test_config_check_and_cert_info_say_the_daemon_cannot_renew(tmp_path: Path) -> None:
+    """A certificate installed from root's certbot folders while the daemon runs as another
+    user (nobody owns the cache): `elemta config check` and `elemta cert info` (the real
+    commands) say, in one sentence with the fix, that elemta cannot renew it."""
+    setup = Setup(tmp_path / "elemta")
+    setup.write({"tls.letsencrypt": {"enabled": True, "email": "admin@example.com"}})
+    folders = tmp_path / "letsencrypt"
+    lineage = lineages.Lineage("mail.example.com", folders / "config", folders / "work",
+                               folders / "logs")
+    lineage.renewal_conf.parent.mkdir(parents=True)
+    lineage.renewal_conf.write_text("version = 5\n")
+    lineages.write_record(setup.cache_dir, "mail.example.com", lineage)
+    os.chown(setup.cache_dir, 65534, 65534)
+    expected = (f"user nobody, who runs elemta, cannot write {folders / 'config'}, and certbot "
+                f"keeps the certificate mail.example.com in {folders / 'config'}, so elemta "
+                "cannot renew it: enable the packaged timer")
+    check = subprocess.run(elemta_command("config", "check", "-c", str(setup.config_path)),
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"warning: {expected}" in check.stdout
+    info = subprocess.run(elemta_command("cert", "info", "-c", str(setup.config_path)),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert f"WARNING: {expected}" in info.stdout
+    setup.write({"tls.letsencrypt": {"enabled": True, "email": "admin@example.com"},
+                 "tls.renewal": {"auto_renew": False}})  # the timer renews: nothing to say
+    quiet = subprocess.run(elemta_command("config", "check", "-c", str(setup.config_path)),
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert "cannot renew" not in quiet.stdout

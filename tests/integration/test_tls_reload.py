@@ -241,3 +241,21 @@ def test_cert_info_command_reads_daemon_serial(setup: Setup, daemon: tuple[Daemo
     text = subprocess.run([*elemta_command("cert", "info", "-c", str(setup.config_path))],
                           capture_output=True, text=True, timeout=60, check=False)
     assert "same as this file" in text.stdout
+
+
+def test_reload_warns_about_open_keys_and_skipped_files(setup: Setup,
+                                                        daemon: tuple[Daemon, Leaf]) -> None:
+    """At each reload the daemon warns, one line each, about a live/ key file others can read
+    and a live/ file it skips because its name is not a DNS name; it still serves the file."""
+    d, first = daemon
+    path = store.certificate_path(setup.cache_dir, DOMAIN)
+    path.chmod(0o644)
+    (path.parent / "Mail Server.pem").write_bytes(path.read_bytes())
+    d.sighup()
+    d.wait_for_log("SIGHUP: reloading certificates")
+    d.wait_for_log("is skipped:")
+    log = d.log()
+    assert f"TLS certificate file: {path} holds a private key and its group and others can " \
+           f"read it (mode 0644): chmod 600 {path}" in log
+    assert f"TLS certificate file: {path.parent / 'Mail Server.pem'} is skipped: " in log
+    assert implicit_serial(setup) == first.serial
