@@ -206,7 +206,7 @@ BAD_CONFIGS = {
                     ["{path}:2:", "[server.listen_addr]", "65535"]),
     "not-toml": ('[server\nhostname = "a"\n', ["{path}:1:", "not valid TOML"]),
     "duplicate-table": ('[server]\nhostname = "a.example"\n[server]\nmax_errors = 3\n',
-                        ["{path}:", "not valid TOML", "server"]),
+                        ["{path}:3:", "[server]", "written twice (first on line 1)"]),
     "not-utf8": ('[server]\nhostname = "\udcff"\n', ["{path}", "utf-8"]),
 }
 DUPLICATE_KEY = ('[server]\nhostname = "a.example"\nhostname = "b.example"\n',
