@@ -238,6 +238,9 @@ class ServerTLS:
                 todo = (f"elemta is obtaining a certificate for {le.domain} from "
                         f"{le.acme_directory}; this ends when it is served (if it does not, run "
                         "`elemta cert test`).")
+            elif self._config.path is None:  # `elemta serve --dev`: no file to edit
+                todo = ("That is what --dev does (no domain, no internet); for a real "
+                        "certificate run elemta with a config file (-c elemta.toml).")
             else:
                 todo = ("Enable [tls.letsencrypt] or set [tls] cert_file/key_file, then reload "
                         "(SIGHUP).")

@@ -199,3 +199,7 @@ def test_dev_errors_speak_of_dev_options_not_config_keys(tmp_path: Path) -> None
     assert "--dev` always uses 127.0.0.1:2525, 4465 and 8080" in other.stderr
     for result in (blocked, same, other):
         assert "[server]" not in result.stderr and "[tls" not in result.stderr, result.stderr
+    # the bootstrap warning of the --dev daemon that ran speaks of --dev, not of keys to set
+    started = (tmp_path / "dev.log").read_text()
+    assert "SERVING A SELF-SIGNED BOOTSTRAP CERTIFICATE" in started
+    assert "That is what --dev does" in started and "[tls" not in started, started
