@@ -18,8 +18,8 @@ from twisted.logger import (
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
 
 from elemta_smtp.config import Config
-from elemta_smtp.descriptors import raise_open_files_limit
 from elemta_smtp.errors import ElemtaError
+from elemta_smtp.net.descriptors import raise_open_files_limit
 
 _log = Logger(namespace="elemta")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
@@ -108,7 +108,7 @@ def _raise_open_files_limit() -> None:
 def serve(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit status."""
     if "twisted.internet.reactor" not in sys.modules:  # (tests may have installed one)
-        from elemta_smtp.smtp.pollreactor import install
+        from elemta_smtp.net.pollreactor import install
 
         install()
     from twisted.internet import reactor as _reactor

@@ -16,13 +16,13 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
-from elemta_smtp import descriptors
 from elemta_smtp.acme.http01 import http01_site
 from elemta_smtp.acme.http01_rules import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.config import Config
 from elemta_smtp.errors import ElemtaError
+from elemta_smtp.net import descriptors
 from elemta_smtp.pidfile import (
     DEV_PID_FILE_ADVICE,
     PID_FILE_ADVICE,
@@ -30,8 +30,8 @@ from elemta_smtp.pidfile import (
     remove_pid_file,
     write_pid_file,
 )
+from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
-from elemta_smtp.smtp.protocol import SMTPServer
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.tls import store
 from elemta_smtp.tls.context import ServerTLS

@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from elemta_smtp.net.workers import WorkerThreads
 from elemta_smtp.smtp.maildir_files import (
     Delivery,
     Filesystem,
@@ -40,7 +41,6 @@ from elemta_smtp.smtp.maildir_files import (
     errno_text,
 )
 from elemta_smtp.smtp.sink import DeliveryFailed
-from elemta_smtp.smtp.workers import WorkerThreads
 
 log = Logger()
 _T = TypeVar("_T")

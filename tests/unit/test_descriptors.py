@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.descriptors import (
+from elemta_smtp.net.descriptors import (
     OTHER_DESCRIPTORS,
     http_connection_cap,
     needed_limit,

@@ -11,7 +11,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from elemta_smtp.smtp.pollreactor import LeanEPollReactor
+from elemta_smtp.net.pollreactor import LeanEPollReactor
 
 
 class Fragile(Protocol):

@@ -22,10 +22,10 @@ from zope.interface import implementer
 
 from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.actions import Reply, StartTLS
-from elemta_smtp.smtp.protocol import SMTPConnection, SMTPServer
+from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
 from elemta_smtp.smtp.session import Session, SessionSettings
 from elemta_smtp.smtp.states import State
-from tests.unit.test_protocol import FakeSink
+from tests.unit.test_smtp_protocol import FakeSink
 
 PEER = IPv4Address("TCP", "192.0.2.9", 40001)
 SETTINGS = SessionSettings(hostname="mx.example.com", local_domains=frozenset({"example.com"}),

@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from elemta_smtp.smtp.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls, write_and_close
+from elemta_smtp.net.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls, write_and_close
 from tests.unit.test_starttls import Client, ServerTLS
 
 GREETING = b"220 mx.example.com ESMTP\r\n"

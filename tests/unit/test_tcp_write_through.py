@@ -11,7 +11,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from elemta_smtp.smtp.connection import write_through
+from elemta_smtp.net.tcp import write_through
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from twisted.internet.testing import StringTransport, StringTransportWithDisconn
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from zope.interface import directlyProvides
 
+from elemta_smtp.net.tcp import set_tcp_nodelay
 from elemta_smtp.smtp import replies
-from elemta_smtp.smtp.connection import PAUSE_INPUT_BYTES
-from elemta_smtp.smtp.protocol import SMTPConnection, SMTPServer, set_tcp_nodelay
+from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
+from elemta_smtp.smtp.protocol import PAUSE_INPUT_BYTES
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.smtp.sink import DeliveryFailed
 
