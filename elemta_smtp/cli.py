@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if argv is None and (args.command, getattr(args, "action", None)) in _REPORTS:
         gc.disable()  # a short-lived report: collecting garbage while importing is wasted (~4 ms)
     if args.command == "serve":
-        from elemta_smtp.run import serve
+        from elemta_smtp.commands.serve import serve
 
         if args.dev:
             if args.config:
@@ -129,17 +129,19 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if loaded is None:
         return EXIT_CONFIG
     if args.command == "config":
+        from elemta_smtp.commands.config_check import config_check
+
         return _report_done(config_check(loaded, out), own_process=argv is None)
     if args.action == "info":
-        from elemta_smtp.tls.info import cert_info_main
+        from elemta_smtp.commands.cert_info import cert_info_main
 
-        return _report_done(cert_info_main(loaded, args.json, out, _renewal_warnings(loaded)),
+        return _report_done(cert_info_main(loaded, args.json, out),
                             own_process=argv is None)
     if args.action == "renew":
-        from elemta_smtp.acme.commands import cert_renew_main
+        from elemta_smtp.commands.cert_renew import cert_renew_main
 
         return cert_renew_main(loaded, out, if_due=args.if_due)
-    from elemta_smtp.acme.diagnose import cert_test_main
+    from elemta_smtp.commands.cert_test import cert_test_main
 
     return cert_test_main(loaded, args.dry_run, out)
 
@@ -158,29 +160,3 @@ def _report_done(status: int, own_process: bool) -> int:
     except OSError:  # a closed pipe (`elemta cert info | head -1`): nothing more to say
         pass
     os._exit(status)
-
-
-def _renewal_warnings(config: Config) -> list[str]:
-    """The daemon cannot renew the certificate where it was installed from: one sentence
-    with the fix (``acme.lineages``)."""
-    le = config.tls.letsencrypt
-    if not le.enabled:
-        return []
-    from elemta_smtp.acme.lineages import configured_renewal_problem
-
-    problem = configured_renewal_problem(le.domain, le.cache_dir,
-                                         config.tls.renewal.auto_renew, config.path)
-    return [problem] if problem else []
-
-
-def config_check(config: Config, out: TextIO) -> int:
-    """``elemta config check``: the config loaded; print notes on its effects, warnings
-    about what it will not be able to do, and a summary."""
-    from elemta_smtp.acme.renewal import config_warnings
-
-    for note in config_warnings(config):
-        print(f"note: {note}", file=out)
-    for warning in _renewal_warnings(config):
-        print(f"warning: {warning}", file=out)
-    print(f"{config.path}: OK", file=out)
-    return EXIT_OK

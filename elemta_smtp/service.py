@@ -17,23 +17,23 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from elemta_smtp.acme.http01 import http01_site
-from elemta_smtp.acme.http01_rules import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
+from elemta_smtp.cache import layout
+from elemta_smtp.cache.challenges import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.config import Config
-from elemta_smtp.errors import ElemtaError
-from elemta_smtp.net import descriptors
-from elemta_smtp.pidfile import (
+from elemta_smtp.daemon import (
     DEV_PID_FILE_ADVICE,
     PID_FILE_ADVICE,
     check_pid_file,
     remove_pid_file,
     write_pid_file,
 )
+from elemta_smtp.errors import CacheError, ElemtaError
+from elemta_smtp.net import descriptors
 from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.session import SessionSettings
-from elemta_smtp.tls import store
 from elemta_smtp.tls.context import ServerTLS
 from elemta_smtp.units import Address
 
@@ -96,12 +96,12 @@ class ElemtaService(MultiService):
         try:
             if self.dev:  # the --data-dir, created here so a failure is worded for --dev
                 cache_dir.parent.mkdir(parents=True, exist_ok=True)
-            store.ensure_layout(cache_dir)
+            layout.ensure_layout(cache_dir)
         except OSError as exc:
             todo = "use another --data-dir" if self.dev else "create it or set [tls.letsencrypt] cache_dir"
             raise StartupError(f"cannot create the cache directory {cache_dir}: {exc.strerror}; "
                                f"{todo}") from None
-        except store.StoreError as exc:
+        except CacheError as exc:
             raise StartupError(f"cannot use the cache directory {cache_dir}: {exc}") from None
         self.tls: ServerTLS | None = None
         if config.tls.enabled:
@@ -126,7 +126,7 @@ class ElemtaService(MultiService):
                           self.smtp.implicit_tls_factory()))
         http_addr = config.tls.letsencrypt.http_addr
         if http_addr is not None:
-            site = http01_site(store.webroot(config.tls.letsencrypt.cache_dir),
+            site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
                                IReactorTime(self.reactor), self.http_connection_cap)
             found.append(("HTTP-01", http_addr, site))
         return found

@@ -23,9 +23,9 @@ from certbot.plugins import common
 from certbot_elemta._internal import constants, daemon, success, tomledit
 from certbot_elemta._internal.http01 import HTTP01Responder
 from certbot_elemta._internal.lineage import find_lineage
-from elemta_smtp.acme import lineages
+from elemta_smtp.cache import layout, lineages, live
 from elemta_smtp.config import Config, ConfigError, config_path, load_config
-from elemta_smtp.tls import store
+from elemta_smtp.errors import CacheError
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         return ("The Certificate Authority could not download the challenge answers from "
                 f"http://<domain>/.well-known/acme-challenge/, served by elemta on "
                 f"{le.http_addr or '(nothing: http_addr is empty)'} from "
-                f"{store.challenge_dir(le.cache_dir)}. Check that the domain's DNS points to "
+                f"{layout.challenge_dir(le.cache_dir)}. Check that the domain's DNS points to "
                 "this machine and that port 80 reaches that address (firewall, NAT).")
 
     # --- installer ---------------------------------------------------------
@@ -167,12 +167,12 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         fullchain_pem = _read(fullchain_path, "certificate chain")
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
         try:
-            path = store.write_certificate(cache_dir, name, key_pem, fullchain_pem)
+            path = live.write_certificate(cache_dir, name, key_pem, fullchain_pem)
             if lineage is None:
                 lineages.forget_record(cache_dir, name)
             else:
                 lineages.write_record(cache_dir, name, lineage)
-        except (store.StoreError, lineages.LineageError, OSError) as exc:
+        except (CacheError, lineages.LineageError, OSError) as exc:
             raise errors.PluginError(
                 f"Could not install the certificate for {name} into elemta's cache "
                 f"{cache_dir}: {exc}") from exc

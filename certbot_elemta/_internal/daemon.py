@@ -12,7 +12,7 @@ from pathlib import Path
 
 from certbot import errors
 
-from elemta_smtp.pidfile import is_elemta_cmdline
+from elemta_smtp.daemon import is_elemta_cmdline
 
 
 class Reload(enum.Enum):

@@ -21,7 +21,8 @@ from certbot import achallenges, errors
 
 from certbot_elemta._internal import constants, files
 from certbot_elemta._internal.webserver import PREFIX, ChallengeServer
-from elemta_smtp.tls import store
+from elemta_smtp.cache import layout
+from elemta_smtp.errors import CacheError
 from elemta_smtp.units import Address
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class HTTP01Responder:
                  server_factory: ServerFactory = ChallengeServer) -> None:
         self.cache_dir = cache_dir
         self.http_addr = http_addr
-        self.challenge_dir = store.challenge_dir(cache_dir)
+        self.challenge_dir = layout.challenge_dir(cache_dir)
         self._server_factory = server_factory
         self._written: dict[achallenges.AnnotatedChallenge, Path] = {}
         self.server: ChallengeServer | None = None
@@ -82,8 +83,8 @@ class HTTP01Responder:
                 ) -> list[challenges.ChallengeResponse]:
         """Write every answer, make sure it is served, check it; return the responses."""
         try:
-            store.ensure_layout(self.cache_dir)
-        except (store.StoreError, OSError) as exc:
+            layout.ensure_layout(self.cache_dir)
+        except (CacheError, OSError) as exc:
             raise errors.PluginError(f"Could not prepare elemta's cache {self.cache_dir}: {exc}. "
                                      "Run certbot as the user that owns cache_dir (or root).") from exc
         files.make_dirs(self.challenge_dir)

@@ -13,9 +13,10 @@ from pathlib import Path
 from certbot.display import ops as display_ops
 from certbot.display import util as display_util
 
+from elemta_smtp.cache import layout, live
+from elemta_smtp.certs.bundle import dns_names, serial_hex
 from elemta_smtp.config import Config
-from elemta_smtp.tls import store
-from elemta_smtp.tls.bundle import dns_names, serial_hex
+from elemta_smtp.errors import InvalidCertificate
 
 _original = display_ops.success_installation
 _summary: list[str] = []  # set by the elemta installer's restart() in this process
@@ -35,14 +36,14 @@ def summary(config: Config, installed: Path | None, daemon_state: str) -> str:
     """One sentence: which certificate elemta serves from which file, on which listeners,
     and what the daemon did about it."""
     if installed is None:
-        what = f"elemta serves the certificates in {store.live_dir(config.tls.letsencrypt.cache_dir)}"
+        what = f"elemta serves the certificates in {layout.live_dir(config.tls.letsencrypt.cache_dir)}"
     else:
         try:
-            leaf = store.read_bundle(installed).leaf
+            leaf = live.read_bundle(installed).leaf
             what = (f"elemta now serves the certificate for {', '.join(dns_names(leaf))} (serial "
                     f"{serial_hex(leaf)}, valid until "
                     f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M UTC}) from {installed}")
-        except store.InvalidCertificate as exc:
+        except InvalidCertificate as exc:
             what = f"elemta could not read back {installed}: {exc.reason}"
     if not config.tls.enabled:
         return f"{what}, but [tls] enabled = false: TLS is off; {daemon_state}."

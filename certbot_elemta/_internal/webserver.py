@@ -1,7 +1,7 @@
 """The plugin's own HTTP-01 listener, used only while no elemta daemon listens
 on ``[tls.letsencrypt] http_addr`` (first issuance before the daemon ever ran,
 or the daemon is stopped). It serves the same challenge directory with the
-same rules as the daemon's site (``elemta_smtp.acme.http01_rules``):
+same rules as the daemon's site (``elemta_smtp.cache.challenges``):
 ``/.well-known/acme-challenge/<token>``, GET/HEAD, text/plain, 404 everywhere
 else, 400 for HTTP/1.1 without one Host; each connection closed
 ``REQUEST_DEADLINE`` seconds after it was accepted, at most ``MAX_CONNECTIONS``
@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from certbot import errors
 
-from elemta_smtp.acme.http01_rules import (
+from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
     AnswerError,

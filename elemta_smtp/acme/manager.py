@@ -28,7 +28,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from elemta_smtp.acme import notices
-from elemta_smtp.acme.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
 from elemta_smtp.acme.renewal import (
     CertFacts,
     cap_sentence,
@@ -44,9 +43,11 @@ from elemta_smtp.acme.runner import (
     certonly_command,
     renew_command,
 )
-from elemta_smtp.acme.state import Event, State, load_state, save_state, state_path
+from elemta_smtp.cache.layout import state_path
+from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
+from elemta_smtp.cache.state import Event, State, load_state, save_state
 from elemta_smtp.config import Config
-from elemta_smtp.tls.errors import StoreError
+from elemta_smtp.errors import CacheError
 
 log = Logger(namespace="elemta.acme")
 
@@ -368,7 +369,7 @@ class CertManager(Service):
     def _save(self) -> bool:
         try:
             save_state(self._state_file, self._state)
-        except StoreError as exc:
+        except CacheError as exc:
             log.error("cannot write {path}: {error}; notices may be mailed again after a "
                       "restart", path=str(self._state_file), error=str(exc))
             return False

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from elemta_smtp.acme.renewal import CertFacts, format_span, renewal_window
-from elemta_smtp.acme.state import OUTBOX_LIMIT, Event, Seen, State
+from elemta_smtp.cache.state import OUTBOX_LIMIT, Event, Seen, State
 from elemta_smtp.config import NOTICE_THRESHOLDS
 
 EXPIRED = 0  # the threshold key used once a certificate has expired

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from elemta_smtp.acme.certbot_output import summarize
-from elemta_smtp.acme.lineages import Lineage, own_lineage
+from elemta_smtp.cache.lineages import Lineage, User, own_lineage
 from elemta_smtp.config import Config
 
 log = Logger(namespace="elemta.acme.runner")
@@ -265,3 +267,57 @@ def _config_path(config: Config) -> Path:
     if config.path is None:
         raise ValueError("certbot needs the path of elemta.toml: run elemta with -c PATH")
     return config.path.resolve()
+
+
+# --- blocking runs, for the `elemta cert ...` commands ---
+
+
+@dataclass(frozen=True)
+class Completed:
+    ok: bool
+    reason: str
+
+
+def run_certbot(argv: Sequence[str], timeout: float, user: User | None = None) -> Completed:
+    """Run certbot in a new session (as ``user`` when given: we are root); at ``timeout``
+    SIGTERM then SIGKILL its process group. The reason of a failure is what certbot said
+    about it (``certbot_output.summarize``)."""
+    as_user: dict[str, object] = {}
+    if user is not None:
+        as_user = {"user": user.uid, "group": _primary_gid(user),
+                   "extra_groups": sorted(user.gids)}
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True,
+                          **as_user) as process:  # type: ignore[call-overload]
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                stdout, stderr = process.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                stdout, stderr = process.communicate()
+            return Completed(False, f"certbot did not finish within {timeout:g}s and was "
+                                    "killed ([tls.renewal] renewal_timeout)\n"
+                                    + _said(stdout, stderr))
+    if process.returncode != 0:
+        return Completed(False, f"certbot exited with status {process.returncode}:\n"
+                                + _said(stdout, stderr))
+    return Completed(True, "")
+
+
+def _primary_gid(user: User) -> int:
+    try:
+        return pwd.getpwuid(user.uid).pw_gid
+    except KeyError:
+        return min(user.gids, default=user.uid)
+
+
+def _said(stdout: bytes | None, stderr: bytes | None) -> str:
+    def lines(data: bytes | None) -> list[str]:
+        return (data or b"").decode("utf-8", "replace").splitlines()
+
+    return "\n".join(summarize(lines(stdout), lines(stderr)))

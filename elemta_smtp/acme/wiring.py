@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from elemta_smtp.acme.mailer import ConnectReactor, Mailer
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.acme.runner import Clock, ProcessRunner, SpawnReactor
 from elemta_smtp.config import Config
-from elemta_smtp.notify import ConnectReactor, Mailer
 from elemta_smtp.tls.context import ServedCertificate
 
 

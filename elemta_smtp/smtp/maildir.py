@@ -37,7 +37,7 @@ from elemta_smtp.net.workers import WorkerThreads
 from elemta_smtp.smtp.maildir_files import (
     Delivery,
     Filesystem,
-    StoreError,
+    MaildirError,
     errno_text,
 )
 from elemta_smtp.smtp.sink import DeliveryFailed
@@ -200,7 +200,7 @@ class MaildirWriter:
 
     def _failed(self, failure: Failure) -> None:
         error = failure.value
-        if isinstance(error, StoreError):
+        if isinstance(error, MaildirError):
             log.error("maildir delivery failed: cannot {operation} {path}: {errno_text}; "
                       "the client was told to retry (451); check free space and permissions",
                       operation=error.operation, path=error.path, errno_text=errno_text(error.error))

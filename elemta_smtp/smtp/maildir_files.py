@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from elemta_smtp.errors import ElemtaError
+
 _T = TypeVar("_T")
 
 DIR_MODE = 0o700
@@ -45,7 +47,7 @@ def errno_text(error: OSError) -> str:
     return f"{name} ({os.strerror(error.errno)})"
 
 
-class StoreError(Exception):
+class MaildirError(ElemtaError):
     """A file operation failed while storing a message."""
 
     def __init__(self, operation: str, path: str, error: OSError) -> None:
@@ -74,14 +76,14 @@ class Delivery:
         self.fd: int | None = None
         self.opened = False
         self.size = 0
-        self.error: StoreError | None = None
+        self.error: MaildirError | None = None
         self.placed: list[str] = []  # every file this message created, for cleanup
 
     def _do(self, operation: str, path: str, call: Callable[[], _T]) -> _T:
         try:
             return call()
         except OSError as e:
-            raise StoreError(operation, path, e) from e
+            raise MaildirError(operation, path, e) from e
 
     def open(self) -> None:
         """Make every recipient's Maildir and create the spool file (once, by the first job)."""
@@ -93,13 +95,13 @@ class Delivery:
             trusted = self._make_folders(trust_ready=True)
             try:
                 self.fd = self._do("create", self.spool, lambda: self.fs.open(self.spool, flags, FILE_MODE))
-            except StoreError as e:
+            except MaildirError as e:
                 if not trusted or not isinstance(e.error, FileNotFoundError):
                     raise
                 self._make_folders(trust_ready=False)  # a folder was removed since: make it again
                 self.fd = self._do("create", self.spool, lambda: self.fs.open(self.spool, flags, FILE_MODE))
             self.placed.append(self.spool)
-        except StoreError as e:
+        except MaildirError as e:
             self._fail(e)
 
     def _make_folders(self, trust_ready: bool) -> bool:
@@ -128,7 +130,7 @@ class Delivery:
         except FileExistsError:
             return
         except OSError as e:
-            raise StoreError("create folder", str(path), e) from e
+            raise MaildirError("create folder", str(path), e) from e
         self._fsync_dir(str(path.parent))
 
     def _fsync_dir(self, where: str) -> None:
@@ -145,7 +147,7 @@ class Delivery:
         try:
             self._write_all(self.fd, data, self.spool)
             self.size += len(data)
-        except StoreError as e:
+        except MaildirError as e:
             self._fail(e)
 
     def _write_all(self, fd: int, data: bytes, path: str) -> None:
@@ -178,7 +180,7 @@ class Delivery:
                 self.placed.append(target)
             for folder in self.folders:
                 self._fsync_dir(os.path.join(folder, "new"))
-        except StoreError as e:
+        except MaildirError as e:
             self._fail(e)
             raise
         self.placed.clear()
@@ -190,7 +192,7 @@ class Delivery:
             return
         except OSError as e:
             if e.errno not in _LINK_FALLBACK:
-                raise StoreError("link", target, e) from e
+                raise MaildirError("link", target, e) from e
         source = self._do("open", self.spool, lambda: self.fs.open(self.spool, os.O_RDONLY))
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -220,7 +222,7 @@ class Delivery:
         with contextlib.suppress(OSError):
             self.fs.close(fd)
 
-    def _fail(self, error: StoreError) -> None:
+    def _fail(self, error: MaildirError) -> None:
         if self.error is None:
             self.error = error
         self.ready.difference_update(self.folders)  # check every folder again next time

@@ -8,8 +8,10 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from elemta_smtp.errors import ElemtaError
 
-class DeliveryFailed(Exception):
+
+class DeliveryFailed(ElemtaError):
     """A message could not be stored. ``transient`` errors are answered 451
     (the client retries later); the message is never half-stored in new/."""
 

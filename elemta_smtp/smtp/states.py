@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 
+from elemta_smtp.errors import ElemtaError
 from elemta_smtp.smtp import replies
 
 
@@ -81,7 +82,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
 }
 
 
-class TransitionError(Exception):
+class TransitionError(ElemtaError):
     """A bug: the session tried a transition the table does not allow."""
 
 

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from elemta_smtp.tls.errors import InvalidCertificate
-from elemta_smtp.tls.store import bootstrap_path, read_bundle, write_bootstrap
-from elemta_smtp.tls.validate import check_bundle
+from elemta_smtp.cache.layout import bootstrap_path
+from elemta_smtp.cache.live import read_bundle, write_bootstrap
+from elemta_smtp.certs.validate import check_bundle
+from elemta_smtp.errors import InvalidCertificate
 
 BOOTSTRAP_ORGANIZATION = "elemta self-signed bootstrap"
 LIFETIME = timedelta(days=365)

@@ -21,11 +21,11 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
 
+from elemta_smtp.certs.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
+from elemta_smtp.certs.names import Candidate, NameTable, build_table
 from elemta_smtp.config import Config
+from elemta_smtp.errors import CacheError, InvalidCertificate
 from elemta_smtp.tls.bootstrap import ensure_bootstrap, make_self_signed
-from elemta_smtp.tls.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
-from elemta_smtp.tls.errors import InvalidCertificate, StoreError
-from elemta_smtp.tls.names import Candidate, NameTable, build_table
 from elemta_smtp.tls.sources import (
     Source,
     bootstrap_source,
@@ -223,7 +223,7 @@ class ServerTLS:
             entry = self._load(source, prev, now)
             if entry is not None:
                 return entry
-        except StoreError as exc:
+        except CacheError as exc:
             self._log.error("cannot store the bootstrap certificate: {error}; using one kept in memory",
                             error=str(exc))
         if prev is not None:
@@ -255,7 +255,7 @@ class ServerTLS:
     def _sources(self, previous: dict[Path, _Loaded]) -> list[Source]:
         try:
             return configured_sources(self._config)
-        except StoreError as exc:
+        except CacheError as exc:
             self._log.error("cannot list the certificate cache, keeping its certificates: {error}",
                             error=str(exc))
             tls = self._config.tls

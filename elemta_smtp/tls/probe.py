@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 
 from elemta_smtp.config import Config
-from elemta_smtp.pidfile import live_pid
+from elemta_smtp.daemon import live_pid
 from elemta_smtp.units import Address
 
 if TYPE_CHECKING:

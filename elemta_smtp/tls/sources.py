@@ -12,12 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from elemta_smtp.cache.layout import bootstrap_path, live_dir
+from elemta_smtp.cache.live import list_live, read_bytes
+from elemta_smtp.certs.bundle import CertificateBundle, parse_bundle
+from elemta_smtp.certs.names import is_dns_name
+from elemta_smtp.certs.validate import check_bundle
 from elemta_smtp.config import Config
-from elemta_smtp.tls.bundle import CertificateBundle, parse_bundle
-from elemta_smtp.tls.errors import StoreError
-from elemta_smtp.tls.names import is_dns_name
-from elemta_smtp.tls.store import bootstrap_path, list_live, live_dir, read_bytes
-from elemta_smtp.tls.validate import check_bundle
+from elemta_smtp.errors import CacheError
 
 if TYPE_CHECKING:
     from twisted.logger import Logger
@@ -116,7 +117,7 @@ def file_warnings(config: Config) -> list[str]:
         entries = []
     try:
         live = list_live(cache)
-    except StoreError:
+    except CacheError:
         live = []
     for entry in entries:
         reason = skipped_reason(entry.name, entry.is_dir())

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from elemta_smtp.acme.diagnose import cert_test_main
+from elemta_smtp.commands.cert_test import cert_test_main
 from elemta_smtp.config import load_config
 from tests.e2e.pebble import Pebble
 from tests.e2e.test_auto_acquire import (

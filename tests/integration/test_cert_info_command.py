@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.tls import store
+from elemta_smtp.cache import layout, live
 from tests.certs import CA, make_ca, make_leaf
 from tests.support import Setup, elemta_command
 
@@ -38,7 +38,7 @@ def test_expired_certificate_reads_expired_days_ago(setup: Setup, ca: CA) -> Non
     now = datetime.now(timezone.utc)
     leaf = make_leaf(ca, [DOMAIN], not_before=now - timedelta(days=90),
                      not_after=now - timedelta(days=1, hours=12))
-    store.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
+    live.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
     result = cert_info(setup)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "(expired 1 day ago)" in result.stdout
@@ -69,9 +69,9 @@ def test_skipped_files_and_readable_keys_are_warned(setup: Setup, ca: CA) -> Non
     """A live/ file whose name is not a DNS name and a certificate file others can read are
     each a WARNING line; the served certificate is fine, so the exit status is 0."""
     leaf = make_leaf(ca, [DOMAIN])
-    path = store.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
+    path = live.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
     path.chmod(0o644)
-    skipped = store.live_dir(setup.cache_dir) / "mail_example.com.pem"
+    skipped = layout.live_dir(setup.cache_dir) / "mail_example.com.pem"
     skipped.write_bytes(leaf.combined_pem)
     skipped.chmod(0o600)
     result = cert_info(setup)
@@ -93,8 +93,8 @@ def test_no_tlsa_line_for_a_certificate_never_presented(setup: Setup, ca: CA, tm
     (tmp_path / "hand.key").write_bytes(hand.key_pem)
     (tmp_path / "hand.key").chmod(0o600)
     setup.write({"tls": {"cert_file": str(tmp_path / "hand.crt"), "key_file": str(tmp_path / "hand.key")}})
-    live = make_leaf(ca, [DOMAIN])
-    store.write_certificate(setup.cache_dir, DOMAIN, live.key_pem, live.fullchain_pem)
+    cached = make_leaf(ca, [DOMAIN])
+    live.write_certificate(setup.cache_dir, DOMAIN, cached.key_pem, cached.fullchain_pem)
     result = cert_info(setup)
     assert result.returncode == 0, result.stdout + result.stderr
     tlsa = [line for line in result.stdout.splitlines() if "DANE TLSA:" in line]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.acme.http01_rules import MAX_CONNECTIONS, REQUEST_DEADLINE
+from elemta_smtp.cache.challenges import MAX_CONNECTIONS, REQUEST_DEADLINE
 from elemta_smtp.net.descriptors import OTHER_DESCRIPTORS
 from elemta_smtp.smtp import replies
 from tests.integration.test_hostile import HOST, greeted, maildir, open_data, wait_until

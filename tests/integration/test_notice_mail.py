@@ -25,9 +25,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.ssl import Certificate
 from twisted.trial import unittest
 
+from elemta_smtp.acme.mailer import Mailer, NotifyError
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.config import load_config, parse_config
-from elemta_smtp.notify import Mailer, NotifyError
 from tests.certs import CA, make_ca, make_leaf
 from tests.support import Setup, free_port, running_daemon
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.acme import lineages
-from elemta_smtp.acme.commands import cert_renew_main, run_certbot, wrong_user
-from elemta_smtp.acme.diagnose import cert_test_main
+from elemta_smtp.acme.runner import run_certbot
+from elemta_smtp.cache import lineages
+from elemta_smtp.cache.lineages import wrong_user
+from elemta_smtp.commands.cert_renew import cert_renew_main
+from elemta_smtp.commands.cert_test import cert_test_main
 from elemta_smtp.config import load_config
 from tests.support import Setup, elemta_command, running_daemon
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from elemta_smtp.tls import store
+from elemta_smtp.cache import layout, live
 from tests.certs import CA, Leaf, make_ca, make_leaf
 from tests.support import Daemon, Setup, elemta_command, running_daemon
 
@@ -105,7 +105,7 @@ def setup(tmp_path: Path) -> Setup:
 
 
 def install(setup: Setup, leaf: Leaf) -> Path:
-    return store.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
+    return live.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
 
 
 @pytest.fixture
@@ -151,7 +151,7 @@ def test_sighup_serves_new_certificate_on_both_ports(setup: Setup, ca: CA,
 def test_half_written_file_keeps_old_certificate(setup: Setup, daemon: tuple[Daemon, Leaf]) -> None:
     """A truncated live/<domain>.pem is rejected on SIGHUP: one log line names it, the old serial stays."""
     d, first = daemon
-    path = store.certificate_path(setup.cache_dir, DOMAIN)
+    path = layout.certificate_path(setup.cache_dir, DOMAIN)
     path.write_bytes(path.read_bytes()[:-200])
     d.sighup()
     d.wait_for_log("rejected, still serving")
@@ -173,7 +173,7 @@ def test_file_cut_after_the_leaf_keeps_old_certificate(setup: Setup, ca: CA, dae
     SIGHUP with the reason, the old serial stays served on both ports, and `elemta cert info`
     exits 1 naming the file and the reason."""
     d, first = daemon
-    path = store.certificate_path(setup.cache_dir, DOMAIN)
+    path = layout.certificate_path(setup.cache_dir, DOMAIN)
     data = make_leaf(ca, [DOMAIN]).combined_pem
     end = data.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
     path.write_bytes(data[:end] + tail)
@@ -248,7 +248,7 @@ def test_reload_warns_about_open_keys_and_skipped_files(setup: Setup,
     """At each reload the daemon warns, one line each, about a live/ key file others can read
     and a live/ file it skips because its name is not a DNS name; it still serves the file."""
     d, first = daemon
-    path = store.certificate_path(setup.cache_dir, DOMAIN)
+    path = layout.certificate_path(setup.cache_dir, DOMAIN)
     path.chmod(0o644)
     (path.parent / "Mail Server.pem").write_bytes(path.read_bytes())
     d.sighup()

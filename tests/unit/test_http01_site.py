@@ -19,7 +19,7 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from twisted.python.failure import Failure
 
 from elemta_smtp.acme.http01 import ChallengeSite, http01_site, token_from_path
-from elemta_smtp.acme.http01_rules import REQUEST_DEADLINE
+from elemta_smtp.cache.challenges import REQUEST_DEADLINE
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 ANSWER = TOKEN.encode() + b".thumbprint_-abc"

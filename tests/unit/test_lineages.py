@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.acme import lineages
-from elemta_smtp.acme.lineages import Lineage, User
+from elemta_smtp.cache import lineages
+from elemta_smtp.cache.lineages import Lineage, User
 
 ELEMTA = User(uid=1000, gids=frozenset({1000}), name="elemta")
 ROOT = User(uid=0, gids=frozenset({0}), name="root")

@@ -14,14 +14,14 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import LogEvent, capturedLogs, formatEvent
 
-from elemta_smtp.acme import lineages
+from elemta_smtp.acme.mailer import NotifyError
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.acme.runner import RunResult
 from elemta_smtp.acme.wiring import facts_from_served
+from elemta_smtp.cache import lineages
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.notify import NotifyError
 from elemta_smtp.tls.context import ServedCertificate
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)

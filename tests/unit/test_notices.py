@@ -9,7 +9,7 @@ import pytest
 
 from elemta_smtp.acme.notices import Notice, add_event, expiry_key, mark_sent, plan
 from elemta_smtp.acme.renewal import CertFacts
-from elemta_smtp.acme.state import Event, State, load_state, save_state
+from elemta_smtp.cache.state import Event, State, load_state, save_state
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NAMES = ("mail.example.com",)

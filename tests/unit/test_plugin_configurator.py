@@ -28,8 +28,7 @@ from cryptography.x509.oid import NameOID
 from certbot_elemta._internal import daemon, success
 from certbot_elemta._internal.configurator import ElemtaConfigurator
 from certbot_elemta._internal.lineage import find_lineage
-from elemta_smtp.acme import lineages
-from elemta_smtp.tls import store
+from elemta_smtp.cache import layout, lineages
 from tests.support import free_port
 from tests.unit.test_plugin_http01 import achall, get
 
@@ -193,8 +192,8 @@ def test_deploy_cert_writes_one_cache_file_named_after_primary(root: Root) -> No
     plugin = root.plugin("run")
     deploy(plugin, lineage, "mail.example.com")
     deploy(plugin, lineage, "smtp.example.com")
-    assert [p.name for p in store.live_dir(root.cache_dir).iterdir()] == ["mail.example.com.pem"]
-    written = (store.live_dir(root.cache_dir) / "mail.example.com.pem")
+    assert [p.name for p in layout.live_dir(root.cache_dir).iterdir()] == ["mail.example.com.pem"]
+    written = (layout.live_dir(root.cache_dir) / "mail.example.com.pem")
     assert written.read_bytes() == (lineage / "privkey.pem").read_bytes() + \
         (lineage / "fullchain.pem").read_bytes()
     assert stat.S_IMODE(written.stat().st_mode) == 0o600
@@ -207,7 +206,7 @@ def test_deploy_cert_refuses_a_mismatched_key(root: Root) -> None:
     (lineage / "privkey.pem").write_bytes((other / "privkey.pem").read_bytes())
     with pytest.raises(errors.PluginError, match=r"Could not install the certificate for mail\.example\.com"):
         deploy(root.plugin("run"), lineage, "mail.example.com")
-    assert not (store.live_dir(root.cache_dir) / "mail.example.com.pem").exists()
+    assert not (layout.live_dir(root.cache_dir) / "mail.example.com.pem").exists()
 
 
 def test_deploy_then_save_edits_toml_keeping_comments(root: Root) -> None:
@@ -295,7 +294,7 @@ def test_renew_deploy_writes_the_renewed_certificate(root: Root) -> None:
     plugin = root.plugin("renew")
     assert isinstance(plugin, interfaces.RenewDeployer)
     plugin.renew_deploy(_Lineage(folder, ["mail.example.com", "smtp.example.com"]))
-    written = store.live_dir(root.cache_dir) / "mail.example.com.pem"
+    written = layout.live_dir(root.cache_dir) / "mail.example.com.pem"
     assert written.read_bytes().endswith((folder / "fullchain.pem").read_bytes())
 
 
@@ -333,7 +332,7 @@ def test_run_ends_with_what_elemta_serves_not_https(root: Root, display: io.Stri
         (folder / "cert.pem").read_bytes()).serial_number, "x")
     assert (f"elemta now serves the certificate for mail.example.com (serial {serial}, valid "
             "until ") in text
-    assert f"from {store.live_dir(root.cache_dir) / 'mail.example.com.pem'}" in text
+    assert f"from {layout.live_dir(root.cache_dir) / 'mail.example.com.pem'}" in text
     assert "SMTP 127.0.0.1:2525 (STARTTLS) and SMTPS 127.0.0.1:4465 (implicit TLS)" in text
     assert text.count("elemta now serves") == 1  # said once, at the end of run
 
@@ -413,7 +412,7 @@ def test_certonly_restart_installs_the_saved_lineage(root: Root) -> None:
     """certonly -i elemta calls only restart(): it finds and installs the new lineage."""
     folder = make_lineage(root.live_dir, ["mail.example.com"])
     root.plugin("certonly", "-d", "mail.example.com").restart()
-    written = store.live_dir(root.cache_dir) / "mail.example.com.pem"
+    written = layout.live_dir(root.cache_dir) / "mail.example.com.pem"
     assert written.read_bytes().endswith((folder / "fullchain.pem").read_bytes())
 
 
@@ -447,11 +446,11 @@ def test_authenticator_prefers_http01_and_uses_configured_webroot(root: Root) ->
     plugin.perform([a])
     try:
         token = a.chall.encode("token")
-        assert (store.challenge_dir(root.cache_dir) / token).is_file()
+        assert (layout.challenge_dir(root.cache_dir) / token).is_file()
         assert get(port, f"/.well-known/acme-challenge/{token}")[0] == 200
     finally:
         plugin.cleanup([a])
-    assert not (store.challenge_dir(root.cache_dir) / token).exists()
+    assert not (layout.challenge_dir(root.cache_dir) / token).exists()
 
 
 

@@ -22,7 +22,7 @@ from josepy import jwk
 
 from certbot_elemta._internal import files, http01, webserver
 from certbot_elemta._internal.http01 import HTTP01Responder
-from elemta_smtp.tls import store
+from elemta_smtp.cache import layout
 from elemta_smtp.units import Address
 from tests.support import free_port
 
@@ -56,8 +56,8 @@ def cache_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def challenge_dir(cache_dir: Path) -> Path:
-    store.ensure_layout(cache_dir)
-    return store.challenge_dir(cache_dir)
+    layout.ensure_layout(cache_dir)
+    return layout.challenge_dir(cache_dir)
 
 
 # --- answer files -----------------------------------------------------------------
@@ -187,21 +187,21 @@ def test_perform_serves_itself_when_nothing_listens(cache_dir: Path) -> None:
     assert get(port, f"/.well-known/acme-challenge/{token}")[::2] == (200, validation.encode())
     responder.cleanup([a])
     assert responder.server is None
-    assert not (store.challenge_dir(cache_dir) / token).exists()
+    assert not (layout.challenge_dir(cache_dir) / token).exists()
     assert not http01.is_listening(Address("127.0.0.1", port))
 
 
 def test_perform_uses_the_daemon_when_it_listens(cache_dir: Path) -> None:
     """When an elemta listener already serves the webroot, perform starts no server of its own."""
-    store.ensure_layout(cache_dir)
-    daemon = webserver.ChallengeServer(Address("127.0.0.1", 0), store.challenge_dir(cache_dir))
+    layout.ensure_layout(cache_dir)
+    daemon = webserver.ChallengeServer(Address("127.0.0.1", 0), layout.challenge_dir(cache_dir))
     try:
         responder = HTTP01Responder(cache_dir, Address("127.0.0.1", daemon.port))
         a = achall()
         responder.perform([a])
         assert responder.server is None
         responder.cleanup([a])
-        assert list(store.challenge_dir(cache_dir).iterdir()) == []
+        assert list(layout.challenge_dir(cache_dir).iterdir()) == []
     finally:
         daemon.stop()
 
@@ -227,7 +227,7 @@ def test_foreign_web_server_on_http_addr_is_reported(cache_dir: Path) -> None:
         with pytest.raises(errors.PluginError, match=r"does not serve elemta's HTTP-01 answers.*HTTP 404"):
             responder.perform([a])
         responder.cleanup([a])
-        assert list(store.challenge_dir(cache_dir).iterdir()) == []
+        assert list(layout.challenge_dir(cache_dir).iterdir()) == []
     finally:
         foreign.shutdown()
         foreign.server_close()
@@ -239,10 +239,10 @@ def test_no_http_addr_only_writes(cache_dir: Path) -> None:
     a = achall()
     responder.perform([a])
     token = a.chall.encode("token")
-    assert (store.challenge_dir(cache_dir) / token).is_file()
+    assert (layout.challenge_dir(cache_dir) / token).is_file()
     assert responder.server is None
     responder.cleanup([a])
-    assert not (store.challenge_dir(cache_dir) / token).exists()
+    assert not (layout.challenge_dir(cache_dir) / token).exists()
 
 
 def test_server_stops_only_after_last_challenge(cache_dir: Path) -> None:

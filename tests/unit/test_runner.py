@@ -15,7 +15,6 @@ from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
 from twisted.trial import unittest
 
-from elemta_smtp.acme.lineages import Lineage, own_lineage
 from elemta_smtp.acme.runner import (
     CERTBOT_MAIN,
     ProcessRunner,
@@ -25,6 +24,7 @@ from elemta_smtp.acme.runner import (
     certonly_command,
     renew_command,
 )
+from elemta_smtp.cache.lineages import Lineage, own_lineage
 from elemta_smtp.config import parse_config
 
 PY = sys.executable

@@ -13,8 +13,8 @@ from typing import cast
 import pytest
 from twisted.logger import ILogObserver, LogEvent, LogLevel, globalLogPublisher
 
-from elemta_smtp.acme.state import Event, Seen, State, load_state, save_state
-from elemta_smtp.tls.errors import StoreError
+from elemta_smtp.cache.state import Event, Seen, State, load_state, save_state
+from elemta_smtp.errors import CacheError
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -68,7 +68,7 @@ def test_failed_save_keeps_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(StoreError, match="No space left on device"):
+    with pytest.raises(CacheError, match="No space left on device"):
         save_state(path, State())
     monkeypatch.undo()
     assert load_state(path) == full_state()

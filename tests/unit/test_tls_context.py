@@ -13,8 +13,8 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 
+from elemta_smtp.cache import layout, live
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.tls import store
 from elemta_smtp.tls.context import ServerTLS
 from tests.certs import CA, Leaf, make_ca, make_leaf, memory_handshake
 
@@ -48,7 +48,7 @@ class Harness:
                          not_after=NOW + timedelta(days=days_after))
 
     def install(self, leaf: Leaf, name: str = DOMAIN) -> None:
-        store.write_certificate(self.cache, name, leaf.key_pem, leaf.fullchain_pem)
+        live.write_certificate(self.cache, name, leaf.key_pem, leaf.fullchain_pem)
 
     def serial(self, server_name: str | None = DOMAIN) -> int:
         return memory_handshake(self.tls.serverConnectionForTLS(object()), server_name).serial
@@ -196,7 +196,7 @@ def test_bad_reload_keeps_old_serial_and_logs_one_line(h: Harness, kind: str) ->
     good = h.leaf()
     h.install(good)
     h.tls.reload()
-    path = store.certificate_path(h.cache, DOMAIN)
+    path = layout.certificate_path(h.cache, DOMAIN)
     BAD_KINDS[kind](h, path)
     before = len(h.events)
     assert h.tls.reload() is False
@@ -209,8 +209,8 @@ def test_bad_reload_keeps_old_serial_and_logs_one_line(h: Harness, kind: str) ->
 
 def test_bad_file_at_start_falls_back_to_bootstrap(h: Harness) -> None:
     """With only a bad live file at start, the bootstrap is served (never nothing) and both are logged."""
-    store.ensure_layout(h.cache)
-    store.certificate_path(h.cache, DOMAIN).write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA")
+    layout.ensure_layout(h.cache)
+    layout.certificate_path(h.cache, DOMAIN).write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA")
     h.tls.reload()
     served = h.tls.served()
     assert [s.is_bootstrap for s in served] == [True]
@@ -240,7 +240,7 @@ def test_removed_live_file_stops_being_served(h: Harness) -> None:
     h.install(main)
     h.install(other, "other.example.net")
     h.tls.reload()
-    store.certificate_path(h.cache, "other.example.net").unlink()
+    layout.certificate_path(h.cache, "other.example.net").unlink()
     assert h.tls.reload() is True
     assert [s.serial for s in h.tls.served()] == [main.serial]
     assert "is gone" in h.lines()[-1]
@@ -310,7 +310,7 @@ def test_served_facts_come_from_memory_not_the_file(h: Harness) -> None:
     leaf = h.leaf()
     h.install(leaf)
     h.tls.reload()
-    store.certificate_path(h.cache, DOMAIN).write_bytes(b"garbage")
+    layout.certificate_path(h.cache, DOMAIN).write_bytes(b"garbage")
     h.tls.reload()
     (served,) = h.tls.served()
     assert served.serial == leaf.serial

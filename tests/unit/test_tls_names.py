@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elemta_smtp.tls.names import Candidate, build_table, name_matches
+from elemta_smtp.certs.names import Candidate, build_table, name_matches
 
 
 @pytest.mark.parametrize(("pattern", "name", "expected"), [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from elemta_smtp.cache import layout, live
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.tls import store
 from elemta_smtp.tls.bootstrap import ensure_bootstrap
 from elemta_smtp.tls.sources import file_warnings, key_mode_warning, log_file_warnings, skipped_reason
 from tests.certs import make_ca, make_leaf, utcnow
@@ -60,22 +60,22 @@ def test_file_warnings_from_real_files(tmp_path: Path) -> None:
     cfg = config(tmp_path, hand=True)
     cache = cfg.tls.letsencrypt.cache_dir
     leaf = make_leaf(make_ca("Sub", parent=make_ca()), ["mail.example.com"])
-    live = store.write_certificate(cache, "mail.example.com", leaf.key_pem, leaf.fullchain_pem)
+    installed = live.write_certificate(cache, "mail.example.com", leaf.key_pem, leaf.fullchain_pem)
     boot = ensure_bootstrap(cache, "mail.example.com", utcnow())
     (tmp_path / "hand.crt").write_bytes(leaf.fullchain_pem)
     (tmp_path / "hand.key").write_bytes(leaf.key_pem)
     (tmp_path / "hand.key").chmod(0o600)
     assert file_warnings(cfg) == []
-    for path in (tmp_path / "hand.key", live, boot):
+    for path in (tmp_path / "hand.key", installed, boot):
         path.chmod(0o644)
-    (store.live_dir(cache) / "mail.example.com").mkdir()
-    (store.live_dir(cache) / "Other.example.com.pem").write_bytes(b"")
-    (store.live_dir(cache) / "gone.example.com.pem").symlink_to(tmp_path / "nowhere")
+    (layout.live_dir(cache) / "mail.example.com").mkdir()
+    (layout.live_dir(cache) / "Other.example.com.pem").write_bytes(b"")
+    (layout.live_dir(cache) / "gone.example.com.pem").symlink_to(tmp_path / "nowhere")
     found = file_warnings(cfg)
-    live_dir = store.live_dir(cache)
+    live_dir = layout.live_dir(cache)
     assert [w.split(" ", 1)[0] for w in found] == [
         str(live_dir / "Other.example.com.pem"), str(live_dir / "gone.example.com.pem"),
-        str(live_dir / "mail.example.com"), str(tmp_path / "hand.key"), str(live), str(boot)]
+        str(live_dir / "mail.example.com"), str(tmp_path / "hand.key"), str(installed), str(boot)]
     assert "broken symbolic link" in found[1]
 
 
@@ -91,8 +91,8 @@ def test_log_file_warnings_logs_one_line_each(tmp_path: Path) -> None:
     from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 
     cfg = config(tmp_path)
-    store.ensure_layout(cfg.tls.letsencrypt.cache_dir)
-    (store.live_dir(cfg.tls.letsencrypt.cache_dir) / "Mail.example.com.pem").write_bytes(b"")
+    layout.ensure_layout(cfg.tls.letsencrypt.cache_dir)
+    (layout.live_dir(cfg.tls.letsencrypt.cache_dir) / "Mail.example.com.pem").write_bytes(b"")
     events: list[dict[str, object]] = []
     log_file_warnings(cfg, Logger(observer=cast(ILogObserver, events.append)))
     (event,) = events

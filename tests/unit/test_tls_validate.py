@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from elemta_smtp.certs.bundle import parse_bundle
+from elemta_smtp.certs.validate import check_bundle
+from elemta_smtp.errors import InvalidCertificate
 from elemta_smtp.tls.bootstrap import make_self_signed
-from elemta_smtp.tls.bundle import parse_bundle
-from elemta_smtp.tls.errors import InvalidCertificate
-from elemta_smtp.tls.validate import check_bundle
 from tests.certs import CA, KeyType, cert_pem, make_ca, make_leaf
 
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=timezone.utc)

@@ -1,4 +1,5 @@
-"""``elemta cert info`` from files (elemta_smtp/tls/info.py): report, renderers, exit code."""
+"""``elemta cert info`` from files: the report (elemta_smtp/tls/report.py), its renderers and
+exit code (elemta_smtp/commands/cert_info.py)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from elemta_smtp.cache import layout, live
+from elemta_smtp.commands.cert_info import cert_info_main, render_json, render_text
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.tls import store
 from elemta_smtp.tls.bootstrap import ensure_bootstrap
-from elemta_smtp.tls.info import (
+from elemta_smtp.tls.report import (
     CertInfo,
     ProbeResult,
-    cert_info_main,
     certificate_report,
     classify_issuer,
     probe_name,
-    render_json,
-    render_text,
 )
 from tests.certs import CA, Leaf, make_ca, make_leaf
 
@@ -51,7 +50,7 @@ def ca() -> CA:
 
 
 def install(cfg: Config, leaf: Leaf, name: str = DOMAIN) -> Path:
-    return store.write_certificate(cfg.tls.letsencrypt.cache_dir, name, leaf.key_pem, leaf.fullchain_pem)
+    return live.write_certificate(cfg.tls.letsencrypt.cache_dir, name, leaf.key_pem, leaf.fullchain_pem)
 
 
 def test_report_describes_served_certificate(tmp_path: Path, ca: CA) -> None:
@@ -135,7 +134,7 @@ def test_unparseable_file_is_listed(tmp_path: Path, ca: CA) -> None:
     """A garbage live/ file is listed with its reason next to the good one, and makes the exit code 1."""
     cfg = config(tmp_path)
     install(cfg, make_leaf(ca, [DOMAIN]))
-    bad = store.certificate_path(cfg.tls.letsencrypt.cache_dir, "bad.example.com")
+    bad = layout.certificate_path(cfg.tls.letsencrypt.cache_dir, "bad.example.com")
     bad.write_bytes(b"garbage")
     infos = certificate_report(cfg, now())
     assert [(i.source.name, i.served, i.details is None) for i in infos] == [
@@ -164,11 +163,13 @@ def test_text_and_json_agree(tmp_path: Path, ca: CA) -> None:
 
 
 def test_info_does_not_import_twisted() -> None:
-    """elemta_smtp.tls.info imports no Twisted, so `elemta cert info` starts fast."""
+    """`elemta cert info` (commands/cert_info.py, tls/report.py) imports no Twisted, so it
+    starts fast."""
     import subprocess
     import sys
 
-    code = "import sys, elemta_smtp.tls.info; print(any(m.startswith('twisted') for m in sys.modules))"
+    code = ("import sys, elemta_smtp.commands.cert_info; "
+            "print(any(m.startswith('twisted') for m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -224,8 +225,8 @@ def test_probe_text_explains_a_certificate_kept_from_a_rejected_file(tmp_path: P
     """When a live file went bad the daemon keeps what it had: the report says so for that
     file, and does not tell the admin that a reload would help the default's row."""
     cfg = config(tmp_path)
-    bad = store.certificate_path(cfg.tls.letsencrypt.cache_dir, DOMAIN)
-    store.ensure_layout(cfg.tls.letsencrypt.cache_dir)
+    bad = layout.certificate_path(cfg.tls.letsencrypt.cache_dir, DOMAIN)
+    layout.ensure_layout(cfg.tls.letsencrypt.cache_dir)
     bad.write_bytes(b"garbage")
     ensure_bootstrap(cfg.tls.letsencrypt.cache_dir, DOMAIN, now())
     rejected, boot = certificate_report(cfg, now())
@@ -302,7 +303,7 @@ def test_nothing_usable_says_what_is_missing(tmp_path: Path, toml: str, cache: b
     cfg = parse_config(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
                        + toml.replace("CACHE", str(tmp_path / "cache")))
     if cache:
-        store.ensure_layout(cfg.tls.letsencrypt.cache_dir)
+        layout.ensure_layout(cfg.tls.letsencrypt.cache_dir)
     out = io.StringIO()
     assert cert_info_main(cfg, False, out) == 1
     first = next(line for line in out.getvalue().splitlines() if line.startswith("PROBLEM:"))

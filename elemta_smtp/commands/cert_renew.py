@@ -1,92 +1,27 @@
-"""``elemta cert renew`` and ``elemta cert test``: the functions behind the commands.
-
-Both run outside the daemon, synchronously; certbot runs as a child in its own
-process group and is killed (with the group) at ``renewal_timeout``.
-"""
+"""``elemta cert renew [--if-due]``: renew the certificate's lineage where it lives, print
+old and new serial and not-after, and make sure the running daemon serves it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import signal
-import subprocess
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TextIO
 
-from elemta_smtp.acme.certbot_output import summarize
-from elemta_smtp.acme.lineages import (
-    User,
-    certbot_user,
-    current_user,
-    lineage_for,
-    renewal_blocker,
-)
-from elemta_smtp.acme.runner import cert_name, renew_command
+from elemta_smtp.acme.runner import cert_name, renew_command, run_certbot
+from elemta_smtp.cache import layout, live
+from elemta_smtp.cache.lineages import certbot_user, current_user, lineage_for, renewal_blocker
+from elemta_smtp.certs.bundle import dns_names, serial_hex
 from elemta_smtp.config import Config
-from elemta_smtp.pidfile import live_pid
-from elemta_smtp.tls import store
-from elemta_smtp.tls.bundle import dns_names, serial_hex
+from elemta_smtp.daemon import live_pid
+from elemta_smtp.errors import CacheError
 from elemta_smtp.tls.probe import probe_daemon_serial
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-
-
-
-@dataclass(frozen=True)
-class Completed:
-    ok: bool
-    reason: str
-
-
-def run_certbot(argv: Sequence[str], timeout: float, user: User | None = None) -> Completed:
-    """Run certbot in a new session (as ``user`` when given: we are root); at ``timeout``
-    SIGTERM then SIGKILL its process group. The reason of a failure is what certbot said
-    about it (``certbot_output.summarize``)."""
-    as_user: dict[str, object] = {}
-    if user is not None:
-        as_user = {"user": user.uid, "group": _primary_gid(user),
-                   "extra_groups": sorted(user.gids)}
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True,
-                          **as_user) as process:  # type: ignore[call-overload]
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                stdout, stderr = process.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                stdout, stderr = process.communicate()
-            return Completed(False, f"certbot did not finish within {timeout:g}s and was "
-                                    "killed ([tls.renewal] renewal_timeout)\n"
-                                    + _said(stdout, stderr))
-    if process.returncode != 0:
-        return Completed(False, f"certbot exited with status {process.returncode}:\n"
-                                + _said(stdout, stderr))
-    return Completed(True, "")
-
-
-def _primary_gid(user: User) -> int:
-    try:
-        return pwd.getpwuid(user.uid).pw_gid
-    except KeyError:
-        return min(user.gids, default=user.uid)
-
-
-def _said(stdout: bytes | None, stderr: bytes | None) -> str:
-    def lines(data: bytes | None) -> list[str]:
-        return (data or b"").decode("utf-8", "replace").splitlines()
-
-    return "\n".join(summarize(lines(stdout), lines(stderr)))
 
 
 @dataclass(frozen=True)
@@ -100,30 +35,11 @@ def cached_certificate(config: Config) -> CertSummary | None:
     """The certificate in ``live/<domain>.pem``, or None when there is none or it is unreadable."""
     le = config.tls.letsencrypt
     try:
-        bundle = store.read_bundle(store.certificate_path(le.cache_dir, le.domain))
-    except (store.StoreError, store.InvalidCertificate, store.InvalidName, OSError):
+        bundle = live.read_bundle(layout.certificate_path(le.cache_dir, le.domain))
+    except (CacheError, OSError):  # InvalidCertificate and InvalidName are CacheErrors
         return None
     return CertSummary(serial_hex(bundle.leaf), bundle.leaf.not_valid_after_utc,
                        dns_names(bundle.leaf))
-
-
-def wrong_user(cache_dir: Path, command: str, euid: int | None = None) -> str | None:
-    """Why running certbot as root would break the cache of a daemon that runs as another
-    user (root-owned files it can neither read nor update), as an error line; else None."""
-    euid = os.geteuid() if euid is None else euid
-    try:
-        owner = cache_dir.stat().st_uid
-    except OSError:
-        return None
-    if euid != 0 or owner == 0:
-        return None
-    try:
-        name = pwd.getpwuid(owner).pw_name
-    except KeyError:
-        name = str(owner)
-    return (f"error: {cache_dir} belongs to {name}, the user elemta runs as; as root, certbot "
-            f"would leave files there that elemta cannot read or renew. Run: sudo -u {name} "
-            f"{command}")
 
 
 def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
@@ -166,7 +82,7 @@ def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
         print("not renewed: certbot says it is not due yet", file=out)
         return EXIT_OK
     if new is None or (old is not None and new.serial == old.serial):
-        print(f"error: certbot succeeded but {store.certificate_path(le.cache_dir, le.domain)} "
+        print(f"error: certbot succeeded but {layout.certificate_path(le.cache_dir, le.domain)} "
               "was not updated: is the elemta installer recorded in certbot's renewal "
               f"config ({lineage.renewal_conf})?", file=out)
         return EXIT_FAILURE

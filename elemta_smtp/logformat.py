@@ -1,27 +1,20 @@
-"""``elemta serve``: set up logging, start the daemon on the reactor, run until stopped."""
+"""The daemon's log lines: one line per event, ``<time> [<namespace>#<level>] <text>``,
+written fast (the per-message lines are on the hot path)."""
 
 from __future__ import annotations
 
 import re
-import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from twisted.logger import (
     ILogObserver,
     LogEvent,
-    Logger,
     LogLevel,
     formatEventAsClassicLogText,
-    globalLogBeginner,
 )
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
 
-from elemta_smtp.config import Config
-from elemta_smtp.errors import ElemtaError
-from elemta_smtp.net.descriptors import raise_open_files_limit
-
-_log = Logger(namespace="elemta")
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 _SHOWN = frozenset({LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical})
 # Twisted's own lines for every port opened and closed; elemta logs its listeners itself.
@@ -90,44 +83,6 @@ class LineObserver:
         return self._stamp
 
 
-def _observer(stream: TextIO) -> ILogObserver:
+def observer(stream: TextIO) -> ILogObserver:
     """One line per event on ``stream``; debug events are dropped."""
     return LineObserver(stream)  # type: ignore[no-any-return, unused-ignore]
-
-
-def _raise_open_files_limit() -> None:
-    """Every connection holds a file descriptor: take the whole hard limit, not the soft one
-    (often 1024, below the default max_connections alone)."""
-    before, after = raise_open_files_limit()
-    if after != before:
-        _log.info("open files limit raised from {before} to {after}", before=before, after=after)
-    else:
-        _log.info("open files limit {limit}", limit=after)
-
-
-def serve(config: Config, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT; returns the exit status."""
-    if "twisted.internet.reactor" not in sys.modules:  # (tests may have installed one)
-        from elemta_smtp.net.pollreactor import install
-
-        install()
-    from twisted.internet import reactor as _reactor
-
-    from elemta_smtp.service import ElemtaService, install_signal_handlers
-
-    reactor: Any = _reactor
-    globalLogBeginner.beginLoggingTo([_observer(out)], redirectStandardIO=False,
-                                     discardBuffer=True)
-    _raise_open_files_limit()
-    try:
-        service = ElemtaService(config, reactor)
-        service.privilegedStartService()
-        service.startService()
-    except ElemtaError as exc:
-        print(f"error: {exc}", file=err)
-        print("elemta did not start.", file=err)
-        return 1
-    install_signal_handlers(service, reactor)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
-    reactor.run()
-    return 0

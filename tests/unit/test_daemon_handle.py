@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.pidfile import (
+from elemta_smtp.daemon import (
     PidFileError,
     check_pid_file,
     is_elemta,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from twisted.logger import LogLevel, formatEventAsClassicLogText
 
-from elemta_smtp.run import LineObserver, is_port_chatter
+from elemta_smtp.logformat import LineObserver, is_port_chatter
 
 T = 1_795_507_951.25
 

@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from elemta_smtp.errors import ElemtaError
-from elemta_smtp.tls.names import is_dns_name, normalize
-from elemta_smtp.tls.store import atomic_write, ensure_layout
+from elemta_smtp.cache.atomic import atomic_write
+from elemta_smtp.cache.layout import certbot_folders, ensure_layout, lineage_dir
+from elemta_smtp.certs.names import is_dns_name, normalize
+from elemta_smtp.config import Config
+from elemta_smtp.errors import CacheError
 
-RECORD_DIR = ("certbot", "lineages")
 
-
-class LineageError(ElemtaError):
+class LineageError(CacheError):
     """A lineage record cannot be written."""
 
 
@@ -56,15 +56,9 @@ class Lineage:
                 "--logs-dir", str(self.logs_dir)]
 
 
-def own_folders(cache_dir: Path) -> tuple[Path, Path, Path]:
-    """certbot's config, work and logs folders when elemta itself drives certbot."""
-    base = cache_dir / "certbot"
-    return base / "config", base / "work", base / "logs"
-
-
 def own_lineage(cache_dir: Path, cert_name: str) -> Lineage:
     """The lineage ``cert_name`` in elemta's own certbot folders (not recorded)."""
-    config_dir, work_dir, logs_dir = own_folders(cache_dir)
+    config_dir, work_dir, logs_dir = certbot_folders(cache_dir)
     return Lineage(cert_name, config_dir, work_dir, logs_dir, recorded=False)
 
 
@@ -73,7 +67,7 @@ def record_path(cache_dir: Path, name: str) -> Path:
     clean = normalize(name)
     if not is_dns_name(clean):
         raise LineageError(f"{name!r} is not a DNS name")
-    return cache_dir.joinpath(*RECORD_DIR) / f"{clean}.json"
+    return lineage_dir(cache_dir) / f"{clean}.json"
 
 
 def encode(lineage: Lineage) -> bytes:
@@ -119,16 +113,7 @@ def write_record(cache_dir: Path, name: str, lineage: Lineage) -> Path:
     """Record where ``live/<name>.pem`` came from (atomically, 0600; the folder takes the
     cache directory's owner when written as root, so the daemon can read it)."""
     path = record_path(cache_dir, name)
-    folder = path.parent
     ensure_layout(cache_dir)
-    try:
-        if not folder.is_dir():
-            folder.mkdir(mode=0o700)
-            if os.geteuid() == 0:
-                owner = cache_dir.stat()
-                os.chown(folder, owner.st_uid, owner.st_gid)
-    except OSError as exc:
-        raise LineageError(f"cannot create {folder}: {exc.strerror}") from None
     atomic_write(path, encode(lineage))
     return path
 
@@ -247,7 +232,7 @@ def unreadable(root: Path, user: User, limit: int = 200) -> Path | None:
 
 
 def _fix(cache_dir: Path, user: User, domain: str, config_path: Path | None) -> str:
-    config_dir, work_dir, logs_dir = own_folders(cache_dir)
+    config_dir, work_dir, logs_dir = certbot_folders(cache_dir)
     as_user = f"sudo -u {user.name} " if user.uid != 0 else ""
     return (f"enable the packaged timer, which renews it as the owner of those folders "
             f"(systemctl enable --now elemta-certbot-renew.timer), or obtain it into elemta's own "
@@ -297,14 +282,35 @@ def certbot_user(lineage: Lineage) -> User | None:
     return user_of(owner) if owner != 0 else None
 
 
-def configured_renewal_problem(domain: str, cache_dir: Path, auto_renew: bool,
-                               config_path: Path | None) -> str | None:
-    """For ``config check`` and ``cert info``: why the daemon (the owner of ``cache_dir``)
-    will not be able to renew the certificate of ``live/<domain>.pem`` where it was
-    installed from; None when it can, or when it does not renew ([tls.renewal]
-    auto_renew = false: the timer does)."""
-    if not auto_renew:
+def renewal_warnings(config: Config) -> list[str]:
+    """For ``config check`` and ``cert info``: why the daemon (the owner of the cache
+    directory) will not be able to renew the certificate of ``live/<domain>.pem`` where it
+    was installed from, as one sentence with the fix; nothing when it can, when Let's
+    Encrypt is off, or when it does not renew ([tls.renewal] auto_renew = false: the
+    timer does)."""
+    le = config.tls.letsencrypt
+    if not le.enabled or not config.tls.renewal.auto_renew:
+        return []
+    lineage = lineage_for(le.cache_dir, (le.domain,), le.domain)
+    problem = renewal_blocker(lineage, daemon_user(le.cache_dir), cache_dir=le.cache_dir,
+                              domain=le.domain, config_path=config.path)
+    return [problem] if problem else []
+
+
+def wrong_user(cache_dir: Path, command: str, euid: int | None = None) -> str | None:
+    """Why running certbot as root would break the cache of a daemon that runs as another
+    user (root-owned files it can neither read nor update), as an error line; else None."""
+    euid = os.geteuid() if euid is None else euid
+    try:
+        owner = cache_dir.stat().st_uid
+    except OSError:
         return None
-    lineage = lineage_for(cache_dir, (domain,), domain)
-    return renewal_blocker(lineage, daemon_user(cache_dir), cache_dir=cache_dir, domain=domain,
-                           config_path=config_path)
+    if euid != 0 or owner == 0:
+        return None
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    return (f"error: {cache_dir} belongs to {name}, the user elemta runs as; as root, certbot "
+            f"would leave files there that elemta cannot read or renew. Run: sudo -u {name} "
+            f"{command}")

@@ -19,11 +19,10 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from elemta_smtp.tls import store
+from elemta_smtp.cache.atomic import atomic_write
 
 log = Logger(namespace="elemta.acme.state")
 
-STATE_FILE = "state.json"
 VERSION = 1
 #: Undelivered notices kept at most; the oldest are dropped (and logged) beyond this.
 OUTBOX_LIMIT = 50
@@ -161,9 +160,6 @@ def state_from_json(data: object) -> State:
 # --- the file (I/O) ---
 
 
-def state_path(cache_dir: Path) -> Path:
-    return cache_dir / STATE_FILE
-
 
 def load_state(path: Path) -> State:
     """Read the state; a missing file is a fresh state, a corrupt one is set aside
@@ -192,7 +188,7 @@ def load_state(path: Path) -> State:
 
 
 def save_state(path: Path, state: State) -> None:
-    """Write the state atomically and durably (the cache store's atomic write).
-    Raises ``StoreError`` on failure; the old file is then left as it was."""
+    """Write the state atomically and durably (``cache.atomic``).
+    Raises ``CacheError`` on failure; the old file is then left as it was."""
     data = (json.dumps(state_to_json(state), indent=2, sort_keys=True) + "\n").encode()
-    store.atomic_write(path, data)
+    atomic_write(path, data)

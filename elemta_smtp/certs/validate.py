@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from elemta_smtp.tls.bundle import CertificateBundle, common_name, dns_names
-from elemta_smtp.tls.errors import InvalidCertificate
-from elemta_smtp.tls.names import covers
+from elemta_smtp.certs.bundle import CertificateBundle, common_name, dns_names
+from elemta_smtp.certs.names import covers
+from elemta_smtp.errors import InvalidCertificate
 
 MIN_RSA_BITS = 2048
 _CURVES = ("secp256r1", "secp384r1")

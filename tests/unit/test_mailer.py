@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from twisted.python.failure import Failure
 
+from elemta_smtp.acme.mailer import Mailer, NotifyError, choose_route, compose, smtp_data, wrap_body
 from elemta_smtp.acme.notices import Notice
 from elemta_smtp.config import Config, parse_config
-from elemta_smtp.notify import Mailer, NotifyError, choose_route, compose, smtp_data, wrap_body
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
 NOTICE = Notice(key="expiry:0a:7", kind="expiry",

@@ -1,0 +1,80 @@
+"""Certificates in the cache: ``live/<name>.pem`` (key + leaf + chain in one file, so a
+reader never sees a new key with an old chain) and the self-signed ``bootstrap.pem``.
+Every write is validated first (nothing invalid is ever installed) and atomic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elemta_smtp.cache.atomic import atomic_write
+from elemta_smtp.cache.layout import bootstrap_path, certificate_path, ensure_layout, live_dir
+from elemta_smtp.certs.bundle import CertificateBundle, parse_bundle
+from elemta_smtp.certs.names import is_dns_name
+from elemta_smtp.certs.validate import check_structure
+from elemta_smtp.errors import CacheError, InvalidCertificate
+
+
+def _join_pem(*parts: bytes) -> bytes:
+    return b"".join(p.strip() + b"\n" for p in parts if p.strip())
+
+
+def write_certificate(cache_dir: Path, name: str, key_pem: bytes, fullchain_pem: bytes) -> Path:
+    """Validate, then atomically install ``live/<name>.pem`` (key + leaf + chain, 0600).
+
+    The key must match the leaf and the chain must be in order and complete, else
+    ``InvalidCertificate`` and nothing is written.
+    """
+    path = certificate_path(cache_dir, name)
+    data = _join_pem(key_pem, fullchain_pem)
+    check_structure(parse_bundle(data, path))
+    ensure_layout(cache_dir)
+    atomic_write(path, data)
+    return path
+
+
+def write_bootstrap(cache_dir: Path, pem: bytes) -> Path:
+    """Atomically install the self-signed fallback at ``<cache_dir>/bootstrap.pem``."""
+    path = bootstrap_path(cache_dir)
+    check_structure(parse_bundle(pem, path))
+    ensure_layout(cache_dir)
+    atomic_write(path, pem)
+    return path
+
+
+def read_bundle(path: Path, key_path: Path | None = None) -> CertificateBundle:
+    """Parse a combined PEM (or a certificate file plus a separate key file).
+
+    Raises ``InvalidCertificate(path, reason)`` for a missing, unreadable or malformed file.
+    """
+    return parse_bundle(read_bytes(path, key_path), path)
+
+
+def read_bytes(path: Path, key_path: Path | None = None) -> bytes:
+    """The raw PEM of a certificate file (with the separate key file's PEM first, if given)."""
+    data = _read(path)
+    if key_path is not None:
+        data = _join_pem(_read(key_path, report_as=path), data)
+    return data
+
+
+def _read(path: Path, report_as: Path | None = None) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1024 * 1024 + 1)
+    except FileNotFoundError:
+        raise InvalidCertificate(report_as or path, f"{path} does not exist") from None
+    except OSError as exc:
+        raise InvalidCertificate(report_as or path, f"cannot read {path}: {exc.strerror}; "
+                                                    "make it readable by the user running elemta") from None
+
+
+def list_live(cache_dir: Path) -> list[Path]:
+    """The certificate files in live/ (``<dns-name>.pem``), sorted; temp files are skipped."""
+    try:
+        entries = list(live_dir(cache_dir).iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CacheError(f"cannot list {live_dir(cache_dir)}: {exc.strerror}") from None
+    return sorted(p for p in entries
+                  if p.suffix == ".pem" and is_dns_name(p.name[:-4]) and p.is_file())
