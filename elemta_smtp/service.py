@@ -35,7 +35,7 @@ from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.tls.context import ServerTLS
-from elemta_smtp.units import Address
+from elemta_smtp.units import Address, listen_failure
 
 log = Logger(namespace="elemta")
 
@@ -55,21 +55,15 @@ def is_dev(config: Config) -> bool:
 
 
 def listen_error(what: str, address: Address, exc: CannotListenError, dev: bool = False) -> StartupError:
-    """Turn a failed bind into a sentence an admin can act on."""
+    """Turn a failed bind into a sentence an admin can act on (``units.listen_failure``)."""
+    text = listen_failure(what, address, exc.socketError)
     code = getattr(exc.socketError, "errno", None)
-    if code == errno.EADDRINUSE:
-        why = "the port is already in use by another program (see `ss -ltnp`)"
-        if dev:
-            why += ("; `elemta serve --dev` always uses 127.0.0.1:2525, 4465 and 8080: stop "
-                    "the other program (another `elemta serve --dev`?) first")
+    if code == errno.EADDRINUSE and dev:
+        text += ("; `elemta serve --dev` always uses 127.0.0.1:2525, 4465 and 8080: stop "
+                 "the other program (another `elemta serve --dev`?) first")
     elif code == errno.EACCES:
-        why = ("permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE "
-               "(packaging/elemta.service grants it)")
-    elif code == errno.EADDRNOTAVAIL:
-        why = "that IP address is not on this host"
-    else:
-        why = str(exc.socketError)
-    return StartupError(f"cannot listen for {what} on {address}: {why}")
+        text += " (packaging/elemta.service grants it)"
+    return StartupError(text)
 
 
 class ServiceReactor(DaemonReactor, MaildirReactor, Protocol):

@@ -7,6 +7,7 @@ with a sentence that says what is allowed; config.py adds file, key and line.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import re
@@ -148,6 +149,22 @@ class Address:
         if self.is_ipv6:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+def listen_failure(what: str, address: Address, error: OSError | None) -> str:
+    """A failed bind in words an admin can act on: ``cannot listen for {what} on {address}:
+    {why}``. The one wording of EADDRINUSE, EACCES and EADDRNOTAVAIL for the daemon's
+    listeners and the certbot plugin's HTTP-01 listener; each adds its own fix."""
+    code = getattr(error, "errno", None)
+    if code == errno.EADDRINUSE:
+        why = "the port is already in use by another program (see `ss -ltnp`)"
+    elif code == errno.EACCES:
+        why = "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE"
+    elif code == errno.EADDRNOTAVAIL:
+        why = "that IP address is not on this host"
+    else:
+        why = str(getattr(error, "strerror", None) or error)
+    return f"cannot listen for {what} on {address}: {why}"
 
 
 def parse_address(value: object) -> Address:
