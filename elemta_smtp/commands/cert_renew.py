@@ -7,14 +7,12 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TextIO
 
-from elemta_smtp.acme.runner import cert_name, renew_command, run_certbot
+from elemta_smtp.acme.blocking import run_blocking
+from elemta_smtp.acme.runner import cert_name, renew_command
 from elemta_smtp.cache import layout, live
 from elemta_smtp.cache.lineages import certbot_user, current_user, lineage_for, renewal_blocker
-from elemta_smtp.certs.bundle import dns_names, serial_hex
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import live_pid
 from elemta_smtp.errors import CacheError
@@ -24,22 +22,13 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 
 
-@dataclass(frozen=True)
-class CertSummary:
-    serial: str
-    not_after: datetime
-    names: tuple[str, ...]
-
-
-def cached_certificate(config: Config) -> CertSummary | None:
+def cached_certificate(config: Config) -> live.Installed | None:
     """The certificate in ``live/<domain>.pem``, or None when there is none or it is unreadable."""
     le = config.tls.letsencrypt
     try:
-        bundle = live.read_bundle(layout.certificate_path(le.cache_dir, le.domain))
+        return live.read_installed(layout.certificate_path(le.cache_dir, le.domain))
     except (CacheError, OSError):  # InvalidCertificate and InvalidName are CacheErrors
         return None
-    return CertSummary(serial_hex(bundle.leaf), bundle.leaf.not_valid_after_utc,
-                       dns_names(bundle.leaf))
 
 
 def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
@@ -71,8 +60,8 @@ def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
     what = "checking" if if_due else "renewing"
     print(f"{what} {lineage.cert_name} in {lineage.config_dir} with certbot{who} (up to "
           f"{config.tls.renewal.renewal_timeout:g}s)...", file=out)
-    done = run_certbot(renew_command(config, lineage, force=not if_due),
-                       config.tls.renewal.renewal_timeout, user=runas)
+    done = run_blocking(renew_command(config, lineage, force=not if_due),
+                        config.tls.renewal.renewal_timeout, user=runas)
     if not done.ok:
         print(f"error: renewal failed: {done.reason}", file=out)
         print("the old certificate is still served; run `elemta cert test` to diagnose", file=out)
