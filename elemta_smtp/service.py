@@ -35,7 +35,7 @@ from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.tls.context import ServerTLS
-from elemta_smtp.units import Address, listen_failure
+from elemta_smtp.units import NO_IPV6, Address, bind_hosts, listen_failure
 
 log = Logger(namespace="elemta")
 
@@ -169,24 +169,20 @@ class ElemtaService(MultiService):
                      + todo, **fields)
 
     def _listen(self, what: str, address: Address, factory: IProtocolFactory) -> IListeningPort:
-        try:
-            if address.host:
-                port: IListeningPort = self.reactor.listenTCP(
-                    address.port, factory, backlog=511, interface=address.host)
-                return port
-            try:  # every interface: IPv6 socket, dual stack on Linux
-                port = self.reactor.listenTCP(address.port, factory, backlog=511, interface="::")
+        hosts = bind_hosts(address)
+        for host in hosts:
+            try:
+                port: IListeningPort = self.reactor.listenTCP(address.port, factory, backlog=511,
+                                                              interface=host)
                 return port
             except CannotListenError as exc:
-                if getattr(exc.socketError, "errno", None) not in (errno.EAFNOSUPPORT,
-                                                                   errno.EADDRNOTAVAIL):
-                    raise
-                port = self.reactor.listenTCP(address.port, factory, backlog=511, interface="")
-                return port
-        except CannotListenError as exc:
-            for port in self.ports:
-                port.stopListening()
-            raise listen_error(what, address, exc, self.dev) from None
+                code = getattr(exc.socketError, "errno", None)
+                if host != hosts[-1] and code in NO_IPV6:
+                    continue  # no IPv6 on this machine: every IPv4 address instead
+                for bound in self.ports:
+                    bound.stopListening()
+                raise listen_error(what, address, exc, self.dev) from None
+        raise AssertionError("bind_hosts() is never empty")
 
     def startService(self) -> None:
         write_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)

@@ -151,6 +151,18 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
+#: errno values meaning "no IPv6 here": listening on every address then falls back to IPv4.
+NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+
+
+def bind_hosts(address: Address) -> tuple[str, ...]:
+    """The hosts to bind, in order, to listen on ``address``: ``""`` (every address) is the
+    IPv6 wildcard (dual stack: IPv4 too), then, only when that fails with one of
+    ``NO_IPV6``, the IPv4 wildcard. The daemon's listeners and the certbot plugin's
+    HTTP-01 listener bind alike."""
+    return ("::", "0.0.0.0") if address.host == "" else (address.host,)
+
+
 def listen_failure(what: str, address: Address, error: OSError | None) -> str:
     """A failed bind in words an admin can act on: ``cannot listen for {what} on {address}:
     {why}``. The one wording of EADDRINUSE, EACCES and EADDRNOTAVAIL for the daemon's

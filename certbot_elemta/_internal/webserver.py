@@ -26,7 +26,7 @@ from elemta_smtp.cache.challenges import (
     answer_request,
     read_answer,
 )
-from elemta_smtp.units import Address, listen_failure
+from elemta_smtp.units import NO_IPV6, Address, bind_hosts, listen_failure
 
 logger = logging.getLogger(__name__)
 
@@ -148,17 +148,18 @@ def _server(family: socket.AddressFamily, host: str, port: int, handler: type[_H
 
 
 def _bind(address: Address, handler: type[_Handler]) -> _Server:
-    """Bind like the daemon would: ``""`` is every address (dual-stack when the
-    machine has IPv6, else IPv4)."""
-    if address.host == "":
+    """Bind like the daemon (``units.bind_hosts``): ``""`` is every address (dual-stack
+    when the machine has IPv6, else IPv4)."""
+    hosts = bind_hosts(address)
+    for host in hosts[:-1]:
         try:
-            return _server(socket.AF_INET6, "::", address.port, handler)
+            return _server(socket.AF_INET6 if ":" in host else socket.AF_INET, host,
+                           address.port, handler)
         except OSError as exc:
-            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            if exc.errno not in NO_IPV6:
                 raise
-        return _server(socket.AF_INET, "0.0.0.0", address.port, handler)
-    family = socket.AF_INET6 if address.is_ipv6 else socket.AF_INET
-    return _server(family, address.host, address.port, handler)
+    host = hosts[-1]
+    return _server(socket.AF_INET6 if ":" in host else socket.AF_INET, host, address.port, handler)
 
 
 class ChallengeServer:

@@ -1,7 +1,8 @@
 """End to end: the daemon's own renewal timer against a Pebble that issues
 short-lived certificates. The certificate crosses the renewal threshold while
 the daemon runs; the daemon renews it once through certbot, serves the new one
-with the same pid (loaded once: its own certbot sends it no SIGHUP), mails "renewed", and does not renew again at the next checks
+with the same pid (loaded once: its own certbot sends it no SIGHUP), mails
+"renewed", and does not renew again at the next checks
 even though ``renewal_days`` (30) is far longer than the certificate's lifetime."""
 
 from __future__ import annotations
