@@ -25,7 +25,6 @@ CONFIG_HELP = ("elemta.toml to read (cache_dir, http_addr, pid_file); saved in t
                "Default: $ELEMTA_CONFIG, else /etc/elemta/elemta.toml")
 
 CONNECT_TIMEOUT = 2.0     # is a daemon listening on http_addr?
-SELF_CHECK_TIMEOUT = 5.0  # does it serve what we just wrote?
 
 ENHANCEMENT_REFUSAL = (
     "elemta supports no enhancements, so --{enhancement} cannot be applied: SMTP has "

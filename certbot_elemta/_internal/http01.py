@@ -105,8 +105,7 @@ class HTTP01Responder:
         _, validation = achall.response_and_validation()
         result: tuple[int, bytes] | OSError
         try:
-            result = fetch_answer(self.http_addr.connect_host, self.http_addr.port, token, host,
-                                  constants.SELF_CHECK_TIMEOUT)
+            result = fetch_answer(self.http_addr.connect_host, self.http_addr.port, token, host)
         except OSError as exc:
             result = exc
         problem = self_check_problem(self.http_addr, url, validation, result)

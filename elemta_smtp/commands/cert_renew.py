@@ -4,8 +4,6 @@ old and new serial and not-after, and make sure the running daemon serves it."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
 from typing import TextIO
 
@@ -14,8 +12,8 @@ from elemta_smtp.acme.runner import cert_name, renew_command
 from elemta_smtp.cache import layout, live
 from elemta_smtp.cache.lineages import certbot_user, current_user, lineage_for, renewal_blocker
 from elemta_smtp.config import Config
-from elemta_smtp.daemon import live_pid
-from elemta_smtp.errors import CacheError
+from elemta_smtp.daemon import live_pid, reload_daemon
+from elemta_smtp.errors import CacheError, ElemtaError
 from elemta_smtp.tls.probe import probe_daemon_serial
 
 EXIT_OK = 0
@@ -94,8 +92,8 @@ def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
                 return EXIT_OK
             time.sleep(0.2)
         if attempt == 0:  # the installer's SIGHUP did not take (yet): send one ourselves
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGHUP)
+            with contextlib.suppress(ElemtaError):
+                reload_daemon(config.server.pid_file)
     print(f"warning: the daemon (pid {pid}) still serves serial {served_serial(config)}; "
           "look at its log for a rejected certificate, then `systemctl reload elemta`", file=out)
     return EXIT_FAILURE
