@@ -17,6 +17,26 @@ class CacheError(ElemtaError):
     """The certificate cache cannot be read or written as asked."""
 
 
+class WriteError(CacheError):
+    """A file could not be written (atomically). ``path`` names it; ``strerror`` is the
+    system's reason ("Permission denied", "No space left on device")."""
+
+    def __init__(self, path: Path, strerror: str, message: str) -> None:
+        self.path = path
+        self.strerror = strerror
+        super().__init__(message)
+
+
+class ChallengeError(CacheError):
+    """A challenge answer cannot be written as asked (a token that is not one, a folder
+    that cannot be made); the message says what to do, ``strerror`` the system's reason
+    when there is one."""
+
+    def __init__(self, message: str, strerror: str = "") -> None:
+        self.strerror = strerror
+        super().__init__(message)
+
+
 class InvalidName(CacheError):
     """A certificate name is not a DNS name, so it cannot name a file in live/."""
 

@@ -35,7 +35,7 @@ from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
 from elemta_smtp.smtp.session import SessionSettings
 from elemta_smtp.tls.context import ServerTLS
-from elemta_smtp.units import Address
+from elemta_smtp.units import NO_IPV6, Address, bind_hosts, listen_failure
 
 log = Logger(namespace="elemta")
 
@@ -55,21 +55,15 @@ def is_dev(config: Config) -> bool:
 
 
 def listen_error(what: str, address: Address, exc: CannotListenError, dev: bool = False) -> StartupError:
-    """Turn a failed bind into a sentence an admin can act on."""
+    """Turn a failed bind into a sentence an admin can act on (``units.listen_failure``)."""
+    text = listen_failure(what, address, exc.socketError)
     code = getattr(exc.socketError, "errno", None)
-    if code == errno.EADDRINUSE:
-        why = "the port is already in use by another program (see `ss -ltnp`)"
-        if dev:
-            why += ("; `elemta serve --dev` always uses 127.0.0.1:2525, 4465 and 8080: stop "
-                    "the other program (another `elemta serve --dev`?) first")
+    if code == errno.EADDRINUSE and dev:
+        text += ("; `elemta serve --dev` always uses 127.0.0.1:2525, 4465 and 8080: stop "
+                 "the other program (another `elemta serve --dev`?) first")
     elif code == errno.EACCES:
-        why = ("permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE "
-               "(packaging/elemta.service grants it)")
-    elif code == errno.EADDRNOTAVAIL:
-        why = "that IP address is not on this host"
-    else:
-        why = str(exc.socketError)
-    return StartupError(f"cannot listen for {what} on {address}: {why}")
+        text += " (packaging/elemta.service grants it)"
+    return StartupError(text)
 
 
 class ServiceReactor(DaemonReactor, MaildirReactor, Protocol):
@@ -175,24 +169,20 @@ class ElemtaService(MultiService):
                      + todo, **fields)
 
     def _listen(self, what: str, address: Address, factory: IProtocolFactory) -> IListeningPort:
-        try:
-            if address.host:
-                port: IListeningPort = self.reactor.listenTCP(
-                    address.port, factory, backlog=511, interface=address.host)
-                return port
-            try:  # every interface: IPv6 socket, dual stack on Linux
-                port = self.reactor.listenTCP(address.port, factory, backlog=511, interface="::")
+        hosts = bind_hosts(address)
+        for host in hosts:
+            try:
+                port: IListeningPort = self.reactor.listenTCP(address.port, factory, backlog=511,
+                                                              interface=host)
                 return port
             except CannotListenError as exc:
-                if getattr(exc.socketError, "errno", None) not in (errno.EAFNOSUPPORT,
-                                                                   errno.EADDRNOTAVAIL):
-                    raise
-                port = self.reactor.listenTCP(address.port, factory, backlog=511, interface="")
-                return port
-        except CannotListenError as exc:
-            for port in self.ports:
-                port.stopListening()
-            raise listen_error(what, address, exc, self.dev) from None
+                code = getattr(exc.socketError, "errno", None)
+                if host != hosts[-1] and code in NO_IPV6:
+                    continue  # no IPv6 on this machine: every IPv4 address instead
+                for bound in self.ports:
+                    bound.stopListening()
+                raise listen_error(what, address, exc, self.dev) from None
+        raise AssertionError("bind_hosts() is never empty")
 
     def startService(self) -> None:
         write_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)

@@ -7,6 +7,7 @@ with a sentence that says what is allowed; config.py adds file, key and line.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import re
@@ -148,6 +149,34 @@ class Address:
         if self.is_ipv6:
             return f"[{self.host}]:{self.port}"
         return f"{self.host}:{self.port}"
+
+
+#: errno values meaning "no IPv6 here": listening on every address then falls back to IPv4.
+NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
+
+
+def bind_hosts(address: Address) -> tuple[str, ...]:
+    """The hosts to bind, in order, to listen on ``address``: ``""`` (every address) is the
+    IPv6 wildcard (dual stack: IPv4 too), then, only when that fails with one of
+    ``NO_IPV6``, the IPv4 wildcard. The daemon's listeners and the certbot plugin's
+    HTTP-01 listener bind alike."""
+    return ("::", "0.0.0.0") if address.host == "" else (address.host,)
+
+
+def listen_failure(what: str, address: Address, error: OSError | None) -> str:
+    """A failed bind in words an admin can act on: ``cannot listen for {what} on {address}:
+    {why}``. The one wording of EADDRINUSE, EACCES and EADDRNOTAVAIL for the daemon's
+    listeners and the certbot plugin's HTTP-01 listener; each adds its own fix."""
+    code = getattr(error, "errno", None)
+    if code == errno.EADDRINUSE:
+        why = "the port is already in use by another program (see `ss -ltnp`)"
+    elif code == errno.EACCES:
+        why = "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE"
+    elif code == errno.EADDRNOTAVAIL:
+        why = "that IP address is not on this host"
+    else:
+        why = str(getattr(error, "strerror", None) or error)
+    return f"cannot listen for {what} on {address}: {why}"
 
 
 def parse_address(value: object) -> Address:

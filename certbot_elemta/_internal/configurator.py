@@ -9,9 +9,8 @@ everything it gives elemta goes through the certificate cache
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from acme import challenges
@@ -20,12 +19,14 @@ from certbot.crypto_util import get_names_from_cert
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from certbot_elemta._internal import constants, daemon, success, tomledit
+from certbot_elemta._internal import constants, success, tomledit
 from certbot_elemta._internal.http01 import HTTP01Responder
 from certbot_elemta._internal.lineage import find_lineage
+from elemta_smtp import daemon
 from elemta_smtp.cache import layout, lineages, live
+from elemta_smtp.cache.atomic import atomic_write
 from elemta_smtp.config import Config, ConfigError, config_path, load_config
-from elemta_smtp.errors import CacheError
+from elemta_smtp.errors import CacheError, WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,16 @@ def _read(path: str, what: str) -> bytes:
         raise errors.PluginError(f"Could not read the {what} {path}: {exc.strerror}.") from exc
 
 
+@dataclass(frozen=True)
+class _Install:
+    """A certificate certbot handed over, checked, waiting for ``restart`` to install it."""
+
+    name: str
+    key_pem: bytes
+    fullchain_pem: bytes
+    lineage: lineages.Lineage | None  # None: plain files, not a certbot lineage
+
+
 class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
     """Installs certificates into elemta's cache and answers HTTP-01 from its webroot."""
 
@@ -56,7 +67,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         self._config: Config | None = None
         self._pending_text: str | None = None  # elemta.toml as it will be saved
         self._save_notes = ""
-        self._deployed: set[tuple[str, str]] = set()
+        self._pending: dict[str, _Install] = {}  # by name, installed by restart()
         self._installed = False  # did this run write a certificate into the cache?
         self._installed_path: Path | None = None
         self._http01: HTTP01Responder | None = None
@@ -128,24 +139,27 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
     def get_all_names(self) -> set[str]:
         return {self.elemta.tls.letsencrypt.domain, self.elemta.server.hostname}
 
+    # Every way in installs through one path: deploy_cert (run, install) and renew_deploy
+    # (renew) check the certificate and queue it; restart() (called last in every flow, and
+    # the only method certonly -i calls: it queues the lineage just saved) installs it into
+    # the cache with its lineage record and the renewal warning, then reloads the daemon.
+
     def deploy_cert(self, domain: str, cert_path: str, key_path: str,
                     chain_path: str, fullchain_path: str) -> None:
-        """Write key + full chain to the cache as ``live/<primary name>.pem``.
+        """Queue key + full chain for ``live/<primary name>.pem`` (``restart`` writes it).
 
         certbot calls this once per domain of the certificate; it is written once.
         """
         cert_pem = _read(cert_path, "certificate")
         names = get_names_from_cert(cert_pem)
         name = names[0] if names else domain
-        if (name, fullchain_path) not in self._deployed:
-            self._install(name, key_path, fullchain_path, self._lineage_of(cert_path))
-            self._deployed.add((name, fullchain_path))
+        self._queue(name, key_path, fullchain_path, self._lineage_of(cert_path))
         self._plan_config(name)
 
     def renew_deploy(self, lineage: interfaces.RenewableCert, *args: object, **kwargs: object) -> None:
-        """After ``certbot renew``: write the renewed certificate into the cache."""
-        self._install(lineage.names()[0], lineage.key_path, lineage.fullchain_path,
-                      self._lineage(lineage.lineagename))
+        """After ``certbot renew``: queue the renewed certificate (``restart`` writes it)."""
+        self._queue(lineage.names()[0], lineage.key_path, lineage.fullchain_path,
+                    self._lineage(lineage.lineagename))
 
     def _lineage(self, cert_name: str) -> lineages.Lineage:
         """The lineage ``cert_name`` in the folders this certbot run uses."""
@@ -161,18 +175,32 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
             return None
         return self._lineage(folder.name)
 
-    def _install(self, name: str, key_path: str, fullchain_path: str,
-                 lineage: lineages.Lineage | None) -> None:
+    def _queue(self, name: str, key_path: str, fullchain_path: str,
+               lineage: lineages.Lineage | None) -> None:
+        """Read and check a certificate now (a bad one stops certbot before any edit), and
+        queue it for ``restart``."""
         key_pem = _read(key_path, "private key")
         fullchain_pem = _read(fullchain_path, "certificate chain")
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
         try:
-            path = live.write_certificate(cache_dir, name, key_pem, fullchain_pem)
+            live.check_certificate(cache_dir, name, key_pem, fullchain_pem)
+        except CacheError as exc:
+            raise errors.PluginError(
+                f"Could not install the certificate for {name} into elemta's cache "
+                f"{cache_dir}: {exc}") from exc
+        self._pending[name] = _Install(name, key_pem, fullchain_pem, lineage)
+
+    def _install(self, install: _Install) -> None:
+        """Write the certificate, its lineage record, and say when the daemon cannot renew it."""
+        name, lineage = install.name, install.lineage
+        cache_dir = self.elemta.tls.letsencrypt.cache_dir
+        try:
+            path = live.write_certificate(cache_dir, name, install.key_pem, install.fullchain_pem)
             if lineage is None:
                 lineages.forget_record(cache_dir, name)
             else:
                 lineages.write_record(cache_dir, name, lineage)
-        except (CacheError, lineages.LineageError, OSError) as exc:
+        except (CacheError, OSError) as exc:
             raise errors.PluginError(
                 f"Could not install the certificate for {name} into elemta's cache "
                 f"{cache_dir}: {exc}") from exc
@@ -202,7 +230,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         logger.warning(problem)
         display_util.notify(problem)
 
-    def _install_saved_lineage(self) -> None:
+    def _queue_saved_lineage(self) -> None:
         domains = [getattr(d, "dns_name", str(d)) for d in (self.config.domains or [])]
         found = find_lineage(Path(self.config.live_dir), self.config.certname, domains)
         if found is None:
@@ -211,8 +239,8 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
                 f"{self.config.live_dir} (cert name {self.config.certname!r}, domains "
                 f"{', '.join(domains) or 'none'}). Install it with 'certbot install --cert-name "
                 "NAME -i elemta'.")
-        self._install(found.name, str(found.key_path), str(found.fullchain_path),
-                      self._lineage(found.cert_name))
+        self._queue(found.name, str(found.key_path), str(found.fullchain_path),
+                    self._lineage(found.cert_name))
 
     def _plan_config(self, name: str) -> None:
         """Queue the elemta.toml edits that make the daemon serve ``name``; ``save`` writes them."""
@@ -240,7 +268,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
             return
         path = str(self.config_file)
         self.add_to_checkpoint({path}, self._save_notes, temporary)
-        _atomic_write(self.config_file, self._pending_text)
+        _write_keeping_mode(self.config_file, self._pending_text)
         display_util.notify(f"Updated {path}: {self._save_notes.strip()}")
         self._pending_text = None
         self._save_notes = ""
@@ -262,17 +290,35 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         self._config = None
 
     def restart(self) -> None:
-        """Tell the running daemon to reload (SIGHUP); fine when it is not running.
+        """Install what deploy_cert/renew_deploy queued, then tell the running daemon to
+        reload (SIGHUP); fine when it is not running. When this certbot is the daemon's own
+        child (``daemon.DAEMON_PID_ENV``), no signal: the daemon reloads when certbot ends.
 
         After ``certonly -i elemta`` (where certbot calls only this method) the
-        certificate just saved is installed into the cache first.
+        certificate just saved is found and installed first.
         """
-        if not self._installed and getattr(self.config, "verb", None) == "certonly":
-            self._install_saved_lineage()
+        if not self._installed and not self._pending and \
+                getattr(self.config, "verb", None) == "certonly":
+            self._queue_saved_lineage()
+        pending, self._pending = list(self._pending.values()), {}
+        for install in pending:
+            self._install(install)
         pid_file = self.elemta.server.pid_file
-        outcome, pid = daemon.reload_daemon(pid_file)
+        try:
+            outcome, pid = daemon.reload_daemon(pid_file)
+        except daemon.PidFileUnreadable as exc:
+            raise errors.PluginError(
+                f"Could not read elemta's pid file {pid_file}: {exc.strerror}. "
+                "Run certbot as root or as the user elemta runs as.") from exc
+        except daemon.SignalRefused as exc:
+            raise errors.PluginError(
+                f"Could not signal the elemta daemon (pid {exc.pid} from {pid_file}): permission "
+                "denied. Run certbot as root or as the user elemta runs as, or reload it "
+                f"yourself with 'kill -HUP {exc.pid}'.") from exc
         if outcome is daemon.Reload.SIGNALLED:
             state = f"the daemon (pid {pid}) was told to reload (SIGHUP)"
+        elif outcome is daemon.Reload.RELOADS_ITSELF:
+            state = f"the daemon (pid {pid}) runs this certbot and reloads when it ends"
         elif outcome is daemon.Reload.NOT_RUNNING:
             state = f"elemta is not running (no {pid_file}); it serves it when it starts"
         else:
@@ -284,20 +330,13 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
             display_util.notify(summary)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` keeping its mode: temp file, fsync, rename."""
+def _write_keeping_mode(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (``cache.atomic``), keeping its mode and owner."""
     try:
-        mode = path.stat().st_mode & 0o7777
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        info = path.stat()
+        atomic_write(path, text.encode("utf-8"), mode=info.st_mode & 0o7777,
+                     owner=(info.st_uid, info.st_gid))
     except OSError as exc:
+        raise errors.PluginError(f"Could not write {path}: {exc.strerror}.") from exc
+    except WriteError as exc:
         raise errors.PluginError(f"Could not write {path}: {exc.strerror}.") from exc

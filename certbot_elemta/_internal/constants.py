@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 PLUGIN_NAME = "elemta"
 
 DESCRIPTION = ("elemta SMTP server: installs certificates into elemta's cache and "
@@ -26,17 +24,7 @@ CONFIG_HELP = ("elemta.toml to read (cache_dir, http_addr, pid_file); saved in t
                "configuration so 'certbot renew' uses the same file. "
                "Default: $ELEMTA_CONFIG, else /etc/elemta/elemta.toml")
 
-# HTTP-01 tokens are base64url without padding (RFC 8555 section 8.3); anything
-# else must never become a file name.
-TOKEN = re.compile(r"\A[A-Za-z0-9_-]{1,256}\Z")
-MAX_ANSWER = 4096  # a key authorization is ~87 bytes
-
-CHALLENGE_UMASK = 0o022
-CHALLENGE_FILE_MODE = 0o644
-CHALLENGE_DIR_MODE = 0o755
-
 CONNECT_TIMEOUT = 2.0     # is a daemon listening on http_addr?
-SELF_CHECK_TIMEOUT = 5.0  # does it serve what we just wrote?
 
 ENHANCEMENT_REFUSAL = (
     "elemta supports no enhancements, so --{enhancement} cannot be applied: SMTP has "

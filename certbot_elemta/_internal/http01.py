@@ -10,7 +10,6 @@ plainly instead of burning a failed validation at the CA.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -19,10 +18,11 @@ from pathlib import Path
 from acme import challenges
 from certbot import achallenges, errors
 
-from certbot_elemta._internal import constants, files
-from certbot_elemta._internal.webserver import PREFIX, ChallengeServer
+from certbot_elemta._internal import constants
+from certbot_elemta._internal.webserver import ChallengeServer
 from elemta_smtp.cache import layout
-from elemta_smtp.errors import CacheError
+from elemta_smtp.cache.challenges import PATH_PREFIX, fetch_answer, remove_answer, write_answer
+from elemta_smtp.errors import CacheError, ChallengeError
 from elemta_smtp.units import Address
 
 logger = logging.getLogger(__name__)
@@ -37,18 +37,6 @@ def is_listening(address: Address, timeout: float = constants.CONNECT_TIMEOUT) -
             return True
     except OSError:
         return False
-
-
-def fetch_answer(address: Address, token: str, host: str,
-                 timeout: float = constants.SELF_CHECK_TIMEOUT) -> tuple[int, bytes]:
-    """GET the challenge URL from ``address`` as the CA would; (status, body)."""
-    conn = http.client.HTTPConnection(address.connect_host, address.port, timeout=timeout)
-    try:
-        conn.request("GET", PREFIX + token, headers={"Host": host, "User-Agent": "certbot-elemta"})
-        response = conn.getresponse()
-        return response.status, response.read(constants.MAX_ANSWER)
-    finally:
-        conn.close()
 
 
 def self_check_problem(address: Address, url: str, validation: str,
@@ -87,12 +75,14 @@ class HTTP01Responder:
         except (CacheError, OSError) as exc:
             raise errors.PluginError(f"Could not prepare elemta's cache {self.cache_dir}: {exc}. "
                                      "Run certbot as the user that owns cache_dir (or root).") from exc
-        files.make_dirs(self.challenge_dir)
         responses: list[challenges.ChallengeResponse] = []
         for achall in achalls:
             response, validation = achall.response_and_validation()
             token = achall.chall.encode("token")
-            self._written[achall] = files.write_answer(self.challenge_dir, token, validation)
+            try:
+                self._written[achall] = write_answer(self.challenge_dir, token, validation)
+            except ChallengeError as exc:
+                raise errors.PluginError(str(exc)) from exc
             responses.append(response)
             logger.debug("Wrote HTTP-01 answer for %s to %s", achall.identifier.value,
                          self._written[achall])
@@ -111,11 +101,11 @@ class HTTP01Responder:
         assert self.http_addr is not None
         token = achall.chall.encode("token")
         host = achall.identifier.value
-        url = f"http://{host}{PREFIX}{token}"
+        url = f"http://{host}{PATH_PREFIX}{token}"
         _, validation = achall.response_and_validation()
         result: tuple[int, bytes] | OSError
         try:
-            result = fetch_answer(self.http_addr, token, host)
+            result = fetch_answer(self.http_addr.connect_host, self.http_addr.port, token, host)
         except OSError as exc:
             result = exc
         problem = self_check_problem(self.http_addr, url, validation, result)
@@ -127,7 +117,7 @@ class HTTP01Responder:
         for achall in achalls:
             path = self._written.pop(achall, None)
             if path is not None:
-                files.remove_answer(path)
+                remove_answer(path)
         if not self._written and self.server is not None:
             self.server.stop()
             self.server = None

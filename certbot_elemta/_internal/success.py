@@ -14,7 +14,6 @@ from certbot.display import ops as display_ops
 from certbot.display import util as display_util
 
 from elemta_smtp.cache import layout, live
-from elemta_smtp.certs.bundle import dns_names, serial_hex
 from elemta_smtp.config import Config
 from elemta_smtp.errors import InvalidCertificate
 
@@ -39,10 +38,10 @@ def summary(config: Config, installed: Path | None, daemon_state: str) -> str:
         what = f"elemta serves the certificates in {layout.live_dir(config.tls.letsencrypt.cache_dir)}"
     else:
         try:
-            leaf = live.read_bundle(installed).leaf
-            what = (f"elemta now serves the certificate for {', '.join(dns_names(leaf))} (serial "
-                    f"{serial_hex(leaf)}, valid until "
-                    f"{leaf.not_valid_after_utc:%Y-%m-%d %H:%M UTC}) from {installed}")
+            facts = live.read_installed(installed)
+            what = (f"elemta now serves the certificate for {', '.join(facts.names)} (serial "
+                    f"{facts.serial}, valid until {facts.not_after:%Y-%m-%d %H:%M UTC}) from "
+                    f"{installed}")
         except InvalidCertificate as exc:
             what = f"elemta could not read back {installed}: {exc.reason}"
     if not config.tls.enabled:

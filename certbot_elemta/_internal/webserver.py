@@ -1,9 +1,8 @@
 """The plugin's own HTTP-01 listener, used only while no elemta daemon listens
 on ``[tls.letsencrypt] http_addr`` (first issuance before the daemon ever ran,
-or the daemon is stopped). It serves the same challenge directory with the
-same rules as the daemon's site (``elemta_smtp.cache.challenges``):
-``/.well-known/acme-challenge/<token>``, GET/HEAD, text/plain, 404 everywhere
-else, 400 for HTTP/1.1 without one Host; each connection closed
+or the daemon is stopped). It serves the same challenge directory as the daemon's
+site and answers every request as ``elemta_smtp.cache.challenges.answer_request``
+decides (the daemon's rules, written once); each connection is closed
 ``REQUEST_DEADLINE`` seconds after it was accepted, at most ``MAX_CONNECTIONS``
 open at once (more are closed at once)."""
 
@@ -14,7 +13,6 @@ import errno
 import logging
 import socket
 import threading
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -25,33 +23,27 @@ from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
     AnswerError,
-    host_problem,
-    is_token,
+    answer_request,
     read_answer,
 )
-from elemta_smtp.units import Address
+from elemta_smtp.units import NO_IPV6, Address, bind_hosts, listen_failure
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "/.well-known/acme-challenge/"
+#: What to do about a failed bind, by errno, once ``listen_failure`` has said why.
+_BIND_FIXES = {
+    errno.EACCES: "Run certbot as root, or start the elemta daemon so it answers the challenge.",
+    errno.EADDRINUSE: ("It is not elemta. Stop that program, or set [tls.letsencrypt] http_addr "
+                       "to a free port that port 80 is forwarded to, then try again."),
+    errno.EADDRNOTAVAIL: "Fix [tls.letsencrypt] http_addr.",
+}
 
 
 def bind_error_message(error: OSError, address: Address) -> str:
     """One sentence a user can act on for a failed bind (cf. certbot's standalone)."""
-    where = f"port {address.port}" if not address.host else f"{address}"
-    if error.errno == errno.EACCES:
-        return (f"Could not listen on {where} for the HTTP-01 challenge because this user "
-                "may not bind it (ports below 1024 need root or CAP_NET_BIND_SERVICE). "
-                "Run certbot as root, or start the elemta daemon so it answers the challenge.")
-    if error.errno == errno.EADDRINUSE:
-        return (f"Could not listen on {where} for the HTTP-01 challenge because another "
-                "program already uses it (such as a web server) and it is not elemta. "
-                "Stop that program, or set [tls.letsencrypt] http_addr to a free port that "
-                "port 80 is forwarded to, then try again.")
-    if error.errno == errno.EADDRNOTAVAIL:
-        return (f"Could not listen on {where} for the HTTP-01 challenge because this "
-                "machine has no such address. Fix [tls.letsencrypt] http_addr.")
-    return f"Could not listen on {where} for the HTTP-01 challenge: {error.strerror or error}."
+    text = listen_failure("the HTTP-01 challenge", address, error)
+    fix = _BIND_FIXES.get(error.errno or 0)
+    return text[:1].upper() + text[1:] + "." + (f" {fix}" if fix else "")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -59,40 +51,44 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "elemta-certbot"
     sys_version = ""
 
-    def do_GET(self) -> None:
-        self._answer(body=True)
-
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
-
-    def _answer(self, body: bool) -> None:
-        problem = host_problem(self.request_version, self.headers.get_all("Host") or [])
-        if problem is not None:
-            self.close_connection = True
-            self._send(HTTPStatus.BAD_REQUEST, f"bad request: {problem}\n".encode(),
-                       "text/plain; charset=utf-8", body)
-            return
-        path = self.path.split("?", 1)[0]
-        token = path[len(PREFIX):] if path.startswith(PREFIX) else ""
+    def handle_one_request(self) -> None:
+        """Read one request and answer it, whatever its method (``answer_request`` decides;
+        the standard handler would answer unknown methods itself)."""
         try:
-            answer = read_answer(self.challenge_dir, token) if is_token(token) else None
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            self._answer()
+            self.wfile.flush()
+        except (TimeoutError, OSError):
+            self.close_connection = True
+
+    def _read(self, token: str) -> bytes | None:
+        try:
+            return read_answer(self.challenge_dir, token)
         except AnswerError as exc:
             logger.warning("Cannot read the HTTP-01 answer: %s", exc.strerror)
-            answer = None
-        if answer is None:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", body)
-            return
-        logger.info("Served HTTP-01 challenge %s to %s", token, self.client_address[0])
-        self._send(HTTPStatus.OK, answer, "text/plain", body)
+            return None
 
-    def _send(self, status: HTTPStatus, data: bytes, content_type: str, body: bool) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
+    def _answer(self) -> None:
+        answer = answer_request(self.command, self.path, self.request_version,
+                                self.headers.get_all("Host") or [], self._read)
+        if answer.close:
+            self.close_connection = True
+        self.send_response(answer.status)
+        for name, value in answer.headers:
+            self.send_header(name, value)
         self.end_headers()
-        if body:
-            self.wfile.write(data)
+        self.wfile.write(answer.body)
+        if answer.served is not None:
+            logger.info("Served HTTP-01 challenge %s to %s", answer.served, self.client_address[0])
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("http-01 server: " + format, *args)
@@ -152,17 +148,18 @@ def _server(family: socket.AddressFamily, host: str, port: int, handler: type[_H
 
 
 def _bind(address: Address, handler: type[_Handler]) -> _Server:
-    """Bind like the daemon would: ``""`` is every address (dual-stack when the
-    machine has IPv6, else IPv4)."""
-    if address.host == "":
+    """Bind like the daemon (``units.bind_hosts``): ``""`` is every address (dual-stack
+    when the machine has IPv6, else IPv4)."""
+    hosts = bind_hosts(address)
+    for host in hosts[:-1]:
         try:
-            return _server(socket.AF_INET6, "::", address.port, handler)
+            return _server(socket.AF_INET6 if ":" in host else socket.AF_INET, host,
+                           address.port, handler)
         except OSError as exc:
-            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+            if exc.errno not in NO_IPV6:
                 raise
-        return _server(socket.AF_INET, "0.0.0.0", address.port, handler)
-    family = socket.AF_INET6 if address.is_ipv6 else socket.AF_INET
-    return _server(family, address.host, address.port, handler)
+    host = hosts[-1]
+    return _server(socket.AF_INET6 if ":" in host else socket.AF_INET, host, address.port, handler)
 
 
 class ChallengeServer:

@@ -6,7 +6,6 @@ fetched back through the domain, the ACME directory, optionally a certbot
 from __future__ import annotations
 
 import errno
-import http.client
 import json
 import os
 import secrets
@@ -17,7 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from elemta_smtp.cache import layout
+from elemta_smtp.cache.challenges import fetch_answer, remove_answer, write_answer
 from elemta_smtp.config import Config
+from elemta_smtp.errors import ChallengeError
 
 Resolver = Callable[[str], list[str]]
 
@@ -62,17 +63,6 @@ class Report:
         print(f"[skip] {text}", file=self.out)
 
 
-def _fetch_token(address: str, port: int, domain: str, token: str, timeout: float) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection(address, port, timeout=timeout)
-    try:
-        connection.request("GET", f"/.well-known/acme-challenge/{token}",
-                           headers={"Host": domain if port == 80 else f"{domain}:{port}"})
-        response = connection.getresponse()
-        return response.status, response.read(4096)
-    finally:
-        connection.close()
-
-
 def check_http01(config: Config, addresses: Sequence[str], report: Report,
                  timeout: float = 10.0) -> None:
     """The HTTP-01 listener answers, and a probe token in the webroot comes back through
@@ -100,12 +90,9 @@ def check_http01(config: Config, addresses: Sequence[str], report: Report,
     token = secrets.token_urlsafe(24)
     content = secrets.token_urlsafe(32).encode()
     folder = layout.challenge_dir(le.cache_dir)
-    path = folder / token
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        path.chmod(0o644)
-    except OSError as exc:
+        path = write_answer(folder, token, content)
+    except ChallengeError as exc:
         report.fail(f"cannot write a probe token into {folder}: {exc.strerror or exc}",
                     "run `elemta cert test` as the elemta user (or root)")
         return
@@ -113,7 +100,7 @@ def check_http01(config: Config, addresses: Sequence[str], report: Report,
         for address in addresses:
             url = f"http://{le.domain}:{http_addr.port}/.well-known/acme-challenge/{token}"
             try:
-                status, body = _fetch_token(address, http_addr.port, le.domain, token, timeout)
+                status, body = fetch_answer(address, http_addr.port, token, le.domain, timeout)
             except OSError as exc:
                 report.fail(f"fetching {url} via {address} failed: {exc.strerror or exc}",
                             f"open port {http_addr.port} to this host in firewalls/NAT, or fix "
@@ -126,7 +113,7 @@ def check_http01(config: Config, addresses: Sequence[str], report: Report,
                             f"{address} is not served by this elemta: fix the DNS record of "
                             f"{le.domain} or the port forwarding to {http_addr}")
     finally:
-        path.unlink(missing_ok=True)
+        remove_answer(path)
 
 
 def check_directory(url: str, report: Report, timeout: float = 15.0) -> None:

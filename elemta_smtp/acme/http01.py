@@ -22,81 +22,49 @@ from twisted.web.server import Request, Site
 from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
-    TOKEN,
     AnswerError,
-    host_problem,
+    answer_request,
     read_answer,
 )
 
 log = Logger()
 
-CHALLENGE_PREFIX = (b".well-known", b"acme-challenge")
-PLAIN_UTF8 = b"text/plain; charset=utf-8"
-
-
-def token_from_path(postpath: list[bytes]) -> str | None:
-    """The token a request path asks for, or None when the path is not
-    exactly ``.well-known/acme-challenge/<token>`` with a base64url token."""
-    if len(postpath) != 3 or tuple(postpath[:2]) != CHALLENGE_PREFIX:
-        return None
-    token = postpath[2].decode("ascii", "replace")
-    return token if TOKEN.match(token) else None
-
-
-def _answer(challenge_dir: Path, token: str) -> bytes | None:
-    try:
-        return read_answer(challenge_dir, token)
-    except AnswerError as exc:
-        log.warn("cannot read http-01 answer: {error}", error=exc.strerror)
-        return None
-
-
-def _headers(request: Request, code: int, **headers: bytes) -> None:
-    """Set status and headers (one place for Twisted's untyped setters)."""
-    request.setResponseCode(code)
-    for name, value in headers.items():
-        request.setHeader(name.replace("_", "-").encode(), value)  # type: ignore[no-untyped-call]
+WELL_KNOWN = (".well-known", "acme-challenge")
 
 
 class ChallengeResource(Resource):
-    """A leaf at the root of the site: every path ends here and is judged by
-    ``token_from_path``. Only GET and HEAD exist (others get 405)."""
+    """A leaf at the root of the site: every request ends here and is answered as
+    ``cache.challenges.answer_request`` decides (the rules the plugin's listener follows
+    too); this class only reads the request and writes the answer."""
 
     isLeaf = True
 
     def __init__(self, webroot: Path) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self._challenge_dir = webroot.joinpath(*(p.decode() for p in CHALLENGE_PREFIX))
+        self._challenge_dir = webroot.joinpath(*WELL_KNOWN)
+
+    def _read(self, token: str) -> bytes | None:
+        try:
+            return read_answer(self._challenge_dir, token)
+        except AnswerError as exc:
+            log.warn("cannot read http-01 answer: {error}", error=exc.strerror)
+            return None
 
     def render(self, request: Request) -> bytes:
-        """GET and HEAD; anything else is 405 (answered here: Twisted's own
-        405 page goes through a deprecated class). HTTP/1.1 without one Host is 400."""
-        problem = host_problem(request.clientproto.decode("latin-1"),
-                               request.requestHeaders.getRawHeaders(b"host", []))
-        if problem is not None:  # RFC 9112: 400; and the connection is closed after it
+        method = request.method.decode("latin-1")
+        answer = answer_request(method, request.uri.decode("latin-1"),
+                                request.clientproto.decode("latin-1"),
+                                request.requestHeaders.getRawHeaders(b"host", []), self._read)
+        if answer.close:
             request.channel.persistent = False
-            _headers(request, http.BAD_REQUEST, content_type=PLAIN_UTF8, connection=b"close")
-            return b"bad request: %s\n" % problem.encode()
-        if request.method not in (b"GET", b"HEAD"):
-            _headers(request, http.NOT_ALLOWED, allow=b"GET, HEAD", content_type=PLAIN_UTF8)
-            return b"method not allowed\n"
-        token = token_from_path(list(request.postpath or []))
-        answer = _answer(self._challenge_dir, token) if token else None
-        if answer is None:
-            _headers(request, http.NOT_FOUND, cache_control=b"no-store", content_type=PLAIN_UTF8)
-            body = b"not found\n"
-        else:
-            _headers(request, http.OK, cache_control=b"no-store", content_type=b"text/plain")
-            body = answer
-            if request.method == b"GET":
-                peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-                log.info("http-01 challenge served token={token} to {client}",
-                         token=token, client=getattr(peer, "host", str(peer)))
-        if request.method == b"HEAD":
-            # Site warns about (and drops) HEAD bodies; give the length ourselves.
-            _headers(request, request.code, content_length=b"%d" % len(body))
-            return b""
-        return body
+        request.setResponseCode(answer.status)
+        for name, value in answer.headers:
+            request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+        if answer.served is not None:
+            peer = request.getClientAddress()  # type: ignore[no-untyped-call]
+            log.info("http-01 challenge served token={token} to {client}",
+                     token=answer.served, client=getattr(peer, "host", str(peer)))
+        return answer.body
 
 
 class ChallengeChannel(http.HTTPChannel):

@@ -87,7 +87,8 @@ class CertManager(Service):
 
     ``served`` returns the facts of the certificate served for the domain (None or
     ``is_bootstrap`` when there is none); ``reload`` makes the TLS side re-read the
-    cache (called after certbot succeeds, in case its SIGHUP is still in flight).
+    cache, once, after certbot succeeds (the certbot the daemon runs does not signal it:
+    ``daemon.DAEMON_PID_ENV``; a signal could land after the manager looks).
     """
 
     name = "certificate-manager"

@@ -1,12 +1,16 @@
-"""Run certbot as a child process under a timeout.
+"""Run certbot as a child process under a timeout: the one certbot runner of elemta.
 
 The daemon never imports certbot: it runs certbot's entry point in a child
 Python (the interpreter running elemta, so the elemta plugin is found) through
-``reactor.spawnProcess`` in a process group of its own, so a timeout can end
+``spawnProcess`` in a session and process group of its own, so a timeout can end
 certbot *and* anything it started (SIGTERM to the group, SIGKILL after a grace
-period). What certbot said about a failure (the CA's report and the plugin's hint
+period); run as root, it can run certbot as another user (the owner of a lineage's
+folders). What certbot said about a failure (the CA's report and the plugin's hint
 from stdout, the errors from stderr: ``certbot_output.summarize``) becomes the
 reason an admin reads in the log and in failure mails.
+
+The daemon drives ``ProcessRunner`` on its reactor; the ``elemta cert ...`` commands
+drive the same ``ProcessRunner`` to the end of one run with ``blocking.run_blocking``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import contextlib
 import os
 import pwd
 import signal
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -35,8 +38,23 @@ from elemta_smtp.config import Config
 
 log = Logger(namespace="elemta.acme.runner")
 
-#: Put the child in a new session (and so a new process group), then exec the command.
-_SETSID_EXEC = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
+#: Put the child in a new session (and so a new process group), become the user given as
+#: ``UID GID`` (with that user's groups; ``- -``: stay who we are), then exec the command.
+#: The wrapper runs as the parent's user, so it can always start; only the command runs as
+#: the other user.
+_SPAWN = """import os, sys
+os.setsid()
+uid, gid = sys.argv[1:3]
+if uid != "-":
+    import pwd
+    os.setgid(int(gid))
+    try:
+        os.initgroups(pwd.getpwuid(int(uid)).pw_name, int(gid))
+    except KeyError:
+        os.setgroups([int(gid)])
+    os.setuid(int(uid))
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
 TAIL_LINES = 40
 _LINE_LIMIT = 500
 
@@ -141,14 +159,17 @@ class ProcessRunner:
         self._kill_grace = kill_grace
         self._tail = tail
 
-    def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]:
-        """Start ``argv`` in a new process group; fire with a ``RunResult`` when it ends.
+    def run(self, argv: Sequence[str], timeout: float,
+            user: User | None = None) -> Deferred[RunResult]:
+        """Start ``argv`` in a new process group (as ``user`` when given: we are root, and
+        the child gets that user's groups too); fire with a ``RunResult`` when it ends.
         After ``timeout`` seconds the group gets SIGTERM, then SIGKILL. Never errbacks
         for the child's own failures; a command that cannot start fires as exit 127.
         Cancelling the Deferred stops the child the same way (for a daemon that stops)."""
         collector = _Collector(self._tail)
         started = self._clock.seconds()
-        wrapped = [sys.executable, "-c", _SETSID_EXEC, *argv]
+        as_user = ["-", "-"] if user is None else [str(user.uid), str(primary_gid(user))]
+        wrapped = [sys.executable, "-c", _SPAWN, *as_user, *argv]
         try:
             process = self._reactor.spawnProcess(collector, sys.executable, wrapped,
                                                  env=self._env, childFDs={0: "w", 1: "r", 2: "r"})
@@ -269,55 +290,9 @@ def _config_path(config: Config) -> Path:
     return config.path.resolve()
 
 
-# --- blocking runs, for the `elemta cert ...` commands ---
-
-
-@dataclass(frozen=True)
-class Completed:
-    ok: bool
-    reason: str
-
-
-def run_certbot(argv: Sequence[str], timeout: float, user: User | None = None) -> Completed:
-    """Run certbot in a new session (as ``user`` when given: we are root); at ``timeout``
-    SIGTERM then SIGKILL its process group. The reason of a failure is what certbot said
-    about it (``certbot_output.summarize``)."""
-    as_user: dict[str, object] = {}
-    if user is not None:
-        as_user = {"user": user.uid, "group": _primary_gid(user),
-                   "extra_groups": sorted(user.gids)}
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True,
-                          **as_user) as process:  # type: ignore[call-overload]
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                stdout, stderr = process.communicate(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                stdout, stderr = process.communicate()
-            return Completed(False, f"certbot did not finish within {timeout:g}s and was "
-                                    "killed ([tls.renewal] renewal_timeout)\n"
-                                    + _said(stdout, stderr))
-    if process.returncode != 0:
-        return Completed(False, f"certbot exited with status {process.returncode}:\n"
-                                + _said(stdout, stderr))
-    return Completed(True, "")
-
-
-def _primary_gid(user: User) -> int:
+def primary_gid(user: User) -> int:
+    """The group a child run as ``user`` starts with: the user's own primary group."""
     try:
         return pwd.getpwuid(user.uid).pw_gid
     except KeyError:
         return min(user.gids, default=user.uid)
-
-
-def _said(stdout: bytes | None, stderr: bytes | None) -> str:
-    def lines(data: bytes | None) -> list[str]:
-        return (data or b"").decode("utf-8", "replace").splitlines()
-
-    return "\n".join(summarize(lines(stdout), lines(stderr)))

@@ -3,6 +3,7 @@ certificate, certbot through the reactor, notices by SMTP."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -12,6 +13,7 @@ from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.acme.runner import Clock, ProcessRunner, SpawnReactor
 from elemta_smtp.config import Config
+from elemta_smtp.daemon import DAEMON_PID_ENV
 from elemta_smtp.tls.context import ServedCertificate
 
 
@@ -48,11 +50,15 @@ class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
 
 
 def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> CertManager:
-    """The manager as the daemon runs it: certbot through the reactor, notices by SMTP."""
+    """The manager as the daemon runs it: certbot through the reactor, notices by SMTP.
+
+    The certbot it runs finds this daemon's pid in ``DAEMON_PID_ENV``, so the elemta
+    installer does not SIGHUP it: the manager reloads once, itself, when certbot ends."""
     le = config.tls.letsencrypt
 
     def served() -> CertFacts | None:
         return facts_from_served(tls.served(), le.domain, le.cache_dir)
 
-    return CertManager(config, served, reactor, ProcessRunner(reactor), Mailer(config, reactor),
+    runner = ProcessRunner(reactor, env={**os.environ, DAEMON_PID_ENV: str(os.getpid())})
+    return CertManager(config, served, reactor, runner, Mailer(config, reactor),
                        reload=tls.reload)

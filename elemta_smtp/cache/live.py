@@ -4,11 +4,13 @@ Every write is validated first (nothing invalid is ever installed) and atomic.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from elemta_smtp.cache.atomic import atomic_write
 from elemta_smtp.cache.layout import bootstrap_path, certificate_path, ensure_layout, live_dir
-from elemta_smtp.certs.bundle import CertificateBundle, parse_bundle
+from elemta_smtp.certs.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
 from elemta_smtp.certs.names import is_dns_name
 from elemta_smtp.certs.validate import check_structure
 from elemta_smtp.errors import CacheError, InvalidCertificate
@@ -18,15 +20,23 @@ def _join_pem(*parts: bytes) -> bytes:
     return b"".join(p.strip() + b"\n" for p in parts if p.strip())
 
 
+def check_certificate(cache_dir: Path, name: str, key_pem: bytes,
+                      fullchain_pem: bytes) -> tuple[Path, bytes]:
+    """Where ``write_certificate`` would install this key and full chain, and the bytes it
+    would write; ``InvalidName`` or ``InvalidCertificate`` when it would refuse them."""
+    path = certificate_path(cache_dir, name)
+    data = _join_pem(key_pem, fullchain_pem)
+    check_structure(parse_bundle(data, path))
+    return path, data
+
+
 def write_certificate(cache_dir: Path, name: str, key_pem: bytes, fullchain_pem: bytes) -> Path:
     """Validate, then atomically install ``live/<name>.pem`` (key + leaf + chain, 0600).
 
     The key must match the leaf and the chain must be in order and complete, else
     ``InvalidCertificate`` and nothing is written.
     """
-    path = certificate_path(cache_dir, name)
-    data = _join_pem(key_pem, fullchain_pem)
-    check_structure(parse_bundle(data, path))
+    path, data = check_certificate(cache_dir, name, key_pem, fullchain_pem)
     ensure_layout(cache_dir)
     atomic_write(path, data)
     return path
@@ -47,6 +57,23 @@ def read_bundle(path: Path, key_path: Path | None = None) -> CertificateBundle:
     Raises ``InvalidCertificate(path, reason)`` for a missing, unreadable or malformed file.
     """
     return parse_bundle(read_bytes(path, key_path), path)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The facts of an installed certificate a report needs, without its key."""
+
+    path: Path
+    names: tuple[str, ...]
+    serial: str  # lower-case hex
+    not_after: datetime
+
+
+def read_installed(path: Path) -> Installed:
+    """The names, serial and expiry of the certificate in ``path`` (``live/<name>.pem``).
+    Raises ``InvalidCertificate`` like ``read_bundle``."""
+    leaf = read_bundle(path).leaf
+    return Installed(path, dns_names(leaf), serial_hex(leaf), leaf.not_valid_after_utc)
 
 
 def read_bytes(path: Path, key_path: Path | None = None) -> bytes:

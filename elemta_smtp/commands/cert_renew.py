@@ -4,42 +4,29 @@ old and new serial and not-after, and make sure the running daemon serves it."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TextIO
 
-from elemta_smtp.acme.runner import cert_name, renew_command, run_certbot
+from elemta_smtp.acme.blocking import run_blocking
+from elemta_smtp.acme.runner import cert_name, renew_command
 from elemta_smtp.cache import layout, live
 from elemta_smtp.cache.lineages import certbot_user, current_user, lineage_for, renewal_blocker
-from elemta_smtp.certs.bundle import dns_names, serial_hex
 from elemta_smtp.config import Config
-from elemta_smtp.daemon import live_pid
-from elemta_smtp.errors import CacheError
+from elemta_smtp.daemon import live_pid, reload_daemon
+from elemta_smtp.errors import CacheError, ElemtaError
 from elemta_smtp.tls.probe import probe_daemon_serial
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
 
-@dataclass(frozen=True)
-class CertSummary:
-    serial: str
-    not_after: datetime
-    names: tuple[str, ...]
-
-
-def cached_certificate(config: Config) -> CertSummary | None:
+def cached_certificate(config: Config) -> live.Installed | None:
     """The certificate in ``live/<domain>.pem``, or None when there is none or it is unreadable."""
     le = config.tls.letsencrypt
     try:
-        bundle = live.read_bundle(layout.certificate_path(le.cache_dir, le.domain))
+        return live.read_installed(layout.certificate_path(le.cache_dir, le.domain))
     except (CacheError, OSError):  # InvalidCertificate and InvalidName are CacheErrors
         return None
-    return CertSummary(serial_hex(bundle.leaf), bundle.leaf.not_valid_after_utc,
-                       dns_names(bundle.leaf))
 
 
 def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
@@ -71,8 +58,8 @@ def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
     what = "checking" if if_due else "renewing"
     print(f"{what} {lineage.cert_name} in {lineage.config_dir} with certbot{who} (up to "
           f"{config.tls.renewal.renewal_timeout:g}s)...", file=out)
-    done = run_certbot(renew_command(config, lineage, force=not if_due),
-                       config.tls.renewal.renewal_timeout, user=runas)
+    done = run_blocking(renew_command(config, lineage, force=not if_due),
+                        config.tls.renewal.renewal_timeout, user=runas)
     if not done.ok:
         print(f"error: renewal failed: {done.reason}", file=out)
         print("the old certificate is still served; run `elemta cert test` to diagnose", file=out)
@@ -105,8 +92,8 @@ def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
                 return EXIT_OK
             time.sleep(0.2)
         if attempt == 0:  # the installer's SIGHUP did not take (yet): send one ourselves
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGHUP)
+            with contextlib.suppress(ElemtaError):
+                reload_daemon(config.server.pid_file)
     print(f"warning: the daemon (pid {pid}) still serves serial {served_serial(config)}; "
           "look at its log for a rejected certificate, then `systemctl reload elemta`", file=out)
     return EXIT_FAILURE

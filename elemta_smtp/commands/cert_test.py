@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from elemta_smtp.acme.blocking import run_blocking
 from elemta_smtp.acme.diagnose import (
     Report,
     Resolver,
@@ -13,7 +14,7 @@ from elemta_smtp.acme.diagnose import (
     is_local_address,
     resolve,
 )
-from elemta_smtp.acme.runner import certonly_command, run_certbot
+from elemta_smtp.acme.runner import certonly_command
 from elemta_smtp.cache.lineages import wrong_user
 from elemta_smtp.config import Config
 
@@ -64,7 +65,7 @@ def cert_test_main(config: Config, dry_run: bool, out: TextIO,
             except ValueError as exc:
                 report.fail(f"certbot --dry-run: {exc}", "pass -c PATH")
             else:
-                done = run_certbot(argv, config.tls.renewal.renewal_timeout)
+                done = run_blocking(argv, config.tls.renewal.renewal_timeout)
                 if done.ok:
                     report.ok("certbot --dry-run: a test certificate was issued (nothing saved)")
                 else:

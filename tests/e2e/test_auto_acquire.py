@@ -50,6 +50,14 @@ def write_config(setup: Setup, pebble: Pebble, **renewal: object) -> None:
     })
 
 
+def assert_reloaded_once(setup: Setup, log: str, serial: int) -> None:
+    """The daemon loaded the certificate ``serial`` from live/ exactly once, by itself after
+    its own certbot ended: the elemta installer in that certbot sent it no SIGHUP."""
+    path = setup.cache_dir / "live" / f"{DOMAIN}.pem"
+    assert log.count("SIGHUP: reloading certificates") == 0, log
+    assert log.count(f"TLS certificate loaded from {path}: serial {serial:x}") == 1, log
+
+
 def maildir_messages(setup: Setup) -> list[bytes]:
     new = setup.maildir_root / "example.com" / "postmaster" / "new"
     return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
@@ -65,7 +73,8 @@ def wait_until(predicate: object, timeout: float, what: str, daemon: Daemon) -> 
 
 def test_empty_cache_to_served_pebble_certificate(pebble: Pebble, elemta_setup: Setup) -> None:
     """From an empty cache the daemon serves the bootstrap at once, then Pebble's certificate,
-    without a restart; an "issued" notice reaches the local mailbox; state.json records it."""
+    without a restart and loaded once (no SIGHUP from its own certbot); an "issued" notice
+    reaches the local mailbox; state.json records it."""
     write_config(elemta_setup, pebble)
     env = {"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
     with running_daemon(elemta_setup, env=env) as daemon:
@@ -74,6 +83,7 @@ def test_empty_cache_to_served_pebble_certificate(pebble: Pebble, elemta_setup: 
         daemon.wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
         leaf = served_certificate(elemta_setup, cafile=pebble.root_path)  # verifies the chain
         assert leaf.serial_number != first.serial_number
+        assert_reloaded_once(elemta_setup, daemon.log(), leaf.serial_number)
         assert DOMAIN in leaf.extensions.get_extension_for_class(
             x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
         wait_until(lambda: maildir_messages(elemta_setup), 30, "the issued notice", daemon)

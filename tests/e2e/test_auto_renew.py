@@ -1,7 +1,8 @@
 """End to end: the daemon's own renewal timer against a Pebble that issues
 short-lived certificates. The certificate crosses the renewal threshold while
 the daemon runs; the daemon renews it once through certbot, serves the new one
-with the same pid, mails "renewed", and does not renew again at the next checks
+with the same pid (loaded once: its own certbot sends it no SIGHUP), mails
+"renewed", and does not renew again at the next checks
 even though ``renewal_days`` (30) is far longer than the certificate's lifetime."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from tests.e2e.conftest import StartPebble
 from tests.e2e.test_auto_acquire import (
     DOMAIN,
+    assert_reloaded_once,
     maildir_messages,
     served_certificate,
     wait_until,
@@ -46,6 +48,7 @@ def test_daemon_renews_a_short_certificate_once_on_its_timer(start_pebble: Start
         old_hex, new_hex = format(first.serial_number, "x"), format(second.serial_number, "x")
         assert new_hex != old_hex
         assert f"serial {old_hex} -> {new_hex}" in daemon.log()
+        assert_reloaded_once(elemta_setup, daemon.log(), second.serial_number)
         assert second.not_valid_after_utc > first.not_valid_after_utc
         log = daemon.log()
         # The renewal ran when the time left was inside the capped window, not before.

@@ -103,7 +103,8 @@ def plugin_args(setup: Setup) -> list[str]:
 
 def test_certonly_with_elemta_authenticator_and_installer(pebble: Pebble, elemta_setup: Setup,
                                                           tmp_path: Path) -> None:
-    """`certbot certonly -a elemta -i elemta`: the daemon answers HTTP-01 and then serves the cert."""
+    """`certbot certonly -a elemta -i elemta`: the daemon answers HTTP-01 and then serves the
+    cert; run from outside the daemon, the installer reloads it with one SIGHUP."""
     elemta_setup.write()
     with running_daemon(elemta_setup) as daemon:
         pid = daemon.pid
@@ -111,6 +112,7 @@ def test_certonly_with_elemta_authenticator_and_installer(pebble: Pebble, elemta
                        certbot_dir=tmp_path / "certbot")
         assert_serves(daemon, pid, pebble, issued(pebble, tmp_path / "certbot"))
         assert "http-01 challenge served" in daemon.log()
+        assert daemon.log().count("SIGHUP: reloading certificates") == 1, daemon.log()
 
 
 def test_run_with_elemta_authenticator_and_installer(pebble: Pebble, elemta_setup: Setup,

@@ -15,6 +15,7 @@ import pytest
 from certbot_elemta._internal.webserver import ChallengeServer
 from elemta_smtp.units import Address
 from tests.integration.test_hostile import wait_until
+from tests.unit.test_http01_site import request as daemon_request
 
 PREFIX = "/.well-known/acme-challenge/"
 
@@ -114,3 +115,45 @@ def test_connections_over_the_cap_are_closed_at_once(server: ChallengeServer) ->
     finally:
         for sock in held:
             sock.close()
+
+
+def _parse(response: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, body
+
+
+_COMPARED = (b"content-type", b"content-length", b"cache-control", b"allow")
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(f"GET {PREFIX}tok HTTP/1.0\r\n\r\n", id="http10-answer"),
+    pytest.param(f"GET {PREFIX}tok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", id="answer"),
+    pytest.param(f"HEAD {PREFIX}tok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", id="head"),
+    pytest.param(f"GET {PREFIX}nosuch HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                 id="unknown-token"),
+    pytest.param("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", id="root"),
+    pytest.param(f"GET {PREFIX}%2e%2e%2fsecret HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                 id="encoded-dotdot"),
+    pytest.param(f"POST {PREFIX}tok HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n"
+                 "Connection: close\r\n\r\n", id="post"),
+    pytest.param(f"BREW {PREFIX}tok HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                 id="unknown-method"),
+    pytest.param(f"GET {PREFIX}tok HTTP/1.1\r\n\r\n", id="no-host"),
+    pytest.param(f"GET {PREFIX}tok HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", id="two-hosts"),
+])
+def test_plugin_listener_answers_exactly_like_the_daemon(challenge_dir: Path,
+                                                         server: ChallengeServer, raw: str) -> None:
+    """The same raw request gets the same status, headers and body from the plugin's listener
+    (real socket) as from the daemon's Twisted site: one rule, cache.challenges.answer_request."""
+    daemon_status, daemon_headers, daemon_body = daemon_request(challenge_dir.parent.parent,
+                                                                raw.encode())
+    plugin_status, plugin_headers, plugin_body = _parse(exchange(server.port, raw.encode()))
+    assert plugin_status == daemon_status
+    assert plugin_body == daemon_body
+    assert {k: v for k, v in plugin_headers.items() if k in _COMPARED} == \
+        {k: v for k, v in daemon_headers.items() if k in _COMPARED}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from elemta_smtp.acme.runner import run_certbot
+from elemta_smtp.acme.blocking import run_blocking
 from elemta_smtp.cache import lineages
 from elemta_smtp.cache.lineages import wrong_user
 from elemta_smtp.commands.cert_renew import cert_renew_main
@@ -110,8 +110,8 @@ def test_certbot_runs_as_the_owner_of_the_lineage_folders(tmp_path: Path) -> Non
     user = lineages.certbot_user(lineage)
     assert user is not None and user.uid == 65534 and user.name == "nobody"
     probe = ["/bin/sh", "-c", 'test "$(id -u):$(id -g)" = 65534:65534 || exit 3']
-    assert run_certbot(probe, timeout=30, user=user).ok
-    assert not run_certbot(probe, timeout=30).ok  # as root: the probe exits 3
+    assert run_blocking(probe, timeout=30, user=user).ok
+    assert not run_blocking(probe, timeout=30).ok  # as root: the probe exits 3
     os.chown(config_dir, 0, 0)
     assert lineages.certbot_user(lineage) is None
 

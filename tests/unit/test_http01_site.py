@@ -18,7 +18,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from elemta_smtp.acme.http01 import ChallengeSite, http01_site, token_from_path
+from elemta_smtp.acme.http01 import ChallengeSite, http01_site
 from elemta_smtp.cache.challenges import REQUEST_DEADLINE
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -161,18 +161,6 @@ def test_one_log_line_per_challenge_served(webroot: Path, events: list[LogEvent]
 
 def ours(events: list[LogEvent]) -> list[LogEvent]:
     return [e for e in events if e.get("log_namespace") == "elemta_smtp.acme.http01"]
-
-
-@pytest.mark.parametrize(("postpath", "expected"), [
-    pytest.param([b".well-known", b"acme-challenge", b"abc-_XYZ09"], "abc-_XYZ09", id="ok"),
-    pytest.param([b".well-known", b"acme-challenge", b""], None, id="empty"),
-    pytest.param([b".well-known", b"acme-challenge", b"a\nb"], None, id="newline"),
-    pytest.param([b".well-known", b"acme-challenge", b"abc\n"], None, id="trailing-newline"),
-    pytest.param([b".well-known", b"ACME-challenge", b"abc"], None, id="case"),
-])
-def test_token_from_path(postpath: list[bytes], expected: str | None) -> None:
-    """The path rule accepts exactly base64url tokens under the challenge prefix."""
-    assert token_from_path(postpath) == expected
 
 
 # --- bounds: deadline, connection cap, Host -------------------------------------------------

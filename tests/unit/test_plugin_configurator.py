@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from certbot_elemta._internal import daemon, success
+from certbot_elemta._internal import success
 from certbot_elemta._internal.configurator import ElemtaConfigurator
 from certbot_elemta._internal.lineage import find_lineage
+from elemta_smtp import daemon
 from elemta_smtp.cache import layout, lineages
 from tests.support import free_port
 from tests.unit.test_plugin_http01 import achall, get
@@ -137,6 +138,13 @@ def deploy(plugin: ElemtaConfigurator, lineage: Path, domain: str) -> None:
                        str(lineage / "chain.pem"), str(lineage / "fullchain.pem"))
 
 
+def install(plugin: ElemtaConfigurator, lineage: Path) -> None:
+    """``certbot install``'s calls: deploy_cert, save, restart."""
+    deploy(plugin, lineage, "mail.example.com")
+    plugin.save("Deployed ACME Certificate")
+    plugin.restart()
+
+
 # --- prepare / config_test ---------------------------------------------------------
 
 def test_prepare_accepts_a_good_config(root: Root) -> None:
@@ -187,11 +195,14 @@ def test_get_all_names(root: Root) -> None:
 
 
 def test_deploy_cert_writes_one_cache_file_named_after_primary(root: Root) -> None:
-    """deploy_cert (called per domain) writes live/<primary>.pem once: key + full chain, 0600."""
+    """deploy_cert (called per domain) queues live/<primary>.pem; restart (certbot's last
+    call) writes it once: key + full chain, 0600."""
     lineage = make_lineage(root.live_dir, ["mail.example.com", "smtp.example.com"])
     plugin = root.plugin("run")
     deploy(plugin, lineage, "mail.example.com")
     deploy(plugin, lineage, "smtp.example.com")
+    assert not layout.live_dir(root.cache_dir).exists()  # installed by restart, not before
+    plugin.restart()
     assert [p.name for p in layout.live_dir(root.cache_dir).iterdir()] == ["mail.example.com.pem"]
     written = (layout.live_dir(root.cache_dir) / "mail.example.com.pem")
     assert written.read_bytes() == (lineage / "privkey.pem").read_bytes() + \
@@ -294,6 +305,7 @@ def test_renew_deploy_writes_the_renewed_certificate(root: Root) -> None:
     plugin = root.plugin("renew")
     assert isinstance(plugin, interfaces.RenewDeployer)
     plugin.renew_deploy(_Lineage(folder, ["mail.example.com", "smtp.example.com"]))
+    plugin.restart()  # certbot renew: renew_deploy, then restart
     written = layout.live_dir(root.cache_dir) / "mail.example.com.pem"
     assert written.read_bytes().endswith((folder / "fullchain.pem").read_bytes())
 
@@ -460,7 +472,9 @@ def test_deploy_records_the_lineage_and_its_certbot_folders(root: Root) -> None:
     """deploy_cert records which lineage, in which certbot folders, the cache file came from
     (the daemon renews it there, not only in its own folders)."""
     folder = make_lineage(root.live_dir, ["mail.example.com"], "mail.example.com-0001")
-    deploy(root.plugin("install"), folder, "mail.example.com")
+    plugin = root.plugin("install")
+    deploy(plugin, folder, "mail.example.com")
+    plugin.restart()
     recorded = lineages.read_record(root.cache_dir, "mail.example.com")
     assert recorded == lineages.Lineage("mail.example.com-0001", root.certbot / "config",
                                         root.certbot / "work", root.certbot / "logs")
@@ -471,7 +485,9 @@ def test_deploy_records_the_lineage_and_its_certbot_folders(root: Root) -> None:
 def test_renew_deploy_records_the_lineage(root: Root) -> None:
     """renew_deploy records certbot's lineage name (lineagename), not only the cert's name."""
     folder = make_lineage(root.live_dir, ["mail.example.com"], "mx")
-    root.plugin("renew").renew_deploy(_Lineage(folder, ["mail.example.com"]))
+    plugin = root.plugin("renew")
+    plugin.renew_deploy(_Lineage(folder, ["mail.example.com"]))
+    plugin.restart()
     recorded = lineages.read_record(root.cache_dir, "mail.example.com")
     assert recorded is not None and recorded.cert_name == "mx"
     assert recorded.config_dir == root.certbot / "config"
@@ -481,10 +497,10 @@ def test_plain_files_are_not_a_lineage(root: Root, tmp_path: Path, display: io.S
     """Installing plain files (certbot install --cert-path/--key-path) forgets an old record
     and says at once that nobody renews this certificate."""
     folder = make_lineage(root.live_dir, ["mail.example.com"])
-    deploy(root.plugin("install"), folder, "mail.example.com")
+    install(root.plugin("install"), folder)
     assert lineages.read_record(root.cache_dir, "mail.example.com") is not None
     elsewhere = make_lineage(tmp_path / "files", ["mail.example.com"])
-    deploy(root.plugin("install"), elsewhere, "mail.example.com")
+    install(root.plugin("install"), elsewhere)
     assert lineages.read_record(root.cache_dir, "mail.example.com") is None
     assert "does not come from a certbot lineage, so nobody renews it" in display.getvalue()
 
@@ -499,8 +515,52 @@ def test_install_warns_when_the_daemon_cannot_renew(root: Root, display: io.Stri
     root.cache_dir.mkdir(mode=0o700)
     os.chown(root.cache_dir, 65534, 65534)  # the daemon runs as nobody
     root.certbot.chmod(0o700)  # certbot's folders: root's only
-    deploy(root.plugin("install"), folder, "mail.example.com")
+    install(root.plugin("install"), folder)
     text = " ".join(display.getvalue().split())
     assert f"Warning: user nobody, who runs elemta, cannot write {root.certbot / 'config'}" in text
     assert "so elemta cannot renew it: enable the packaged timer" in text
     assert "sudo -u nobody certbot certonly -a elemta -i elemta -d" in text
+
+
+# --- one reload: the daemon's own certbot does not signal it ---------------------------
+
+def test_restart_leaves_the_daemon_that_runs_this_certbot_alone(
+        root: Root, child: subprocess.Popen[str], display: io.StringIO,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the daemon itself runs certbot (its pid in ELEMTA_DAEMON_PID), restart() installs
+    but sends no SIGHUP (the daemon reloads once, itself, when certbot ends), and says so."""
+    root.pid_file.write_text(f"{child.pid}\n")
+    monkeypatch.setenv(daemon.DAEMON_PID_ENV, str(child.pid))
+    folder = make_lineage(root.live_dir, ["mail.example.com"])
+    root.plugin("certonly", "-d", "mail.example.com").restart()
+    assert (layout.live_dir(root.cache_dir) / "mail.example.com.pem").is_file()
+    assert f"the daemon (pid {child.pid}) runs this certbot and reloads when it ends" \
+        in display.getvalue()
+    child.terminate()  # no HUP was printed before it ends
+    assert child.stdout is not None and child.stdout.read() == ""
+    assert folder.is_dir()
+
+
+def test_restart_signals_a_daemon_other_than_the_one_running_certbot(
+        root: Root, child: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ELEMTA_DAEMON_PID naming another pid (certbot run by some other elemta) does not stop
+    the SIGHUP to the daemon in pid_file."""
+    root.pid_file.write_text(f"{child.pid}\n")
+    monkeypatch.setenv(daemon.DAEMON_PID_ENV, str(os.getpid()))
+    root.plugin("install").restart()
+    assert child.stdout is not None and child.stdout.readline() == "HUP\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give elemta.toml another owner")
+def test_save_keeps_mode_and_owner_of_elemta_toml(root: Root) -> None:
+    """The installer's edit of elemta.toml (atomic, through cache.atomic) keeps the file's
+    mode and owner, and leaves no temporary file behind."""
+    os.chown(root.config_file, 65534, 65534)
+    root.config_file.chmod(0o640)
+    plugin = root.plugin("run")
+    deploy(plugin, make_lineage(root.live_dir, ["mail.example.com"]), "mail.example.com")
+    plugin.save("Deployed ACME Certificate")
+    info = root.config_file.stat()
+    assert 'domain = "mail.example.com"' in root.config_file.read_text()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 65534, 65534)
+    assert sorted(p.name for p in root.path.iterdir() if p.name.startswith(".elemta.toml")) == []

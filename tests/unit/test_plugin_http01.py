@@ -20,9 +20,11 @@ from certbot import achallenges, errors
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy import jwk
 
-from certbot_elemta._internal import files, http01, webserver
+from certbot_elemta._internal import http01, webserver
 from certbot_elemta._internal.http01 import HTTP01Responder
+from elemta_smtp.cache import challenges as answers
 from elemta_smtp.cache import layout
+from elemta_smtp.errors import ChallengeError
 from elemta_smtp.units import Address
 from tests.support import free_port
 
@@ -74,8 +76,8 @@ def challenge_dir(cache_dir: Path) -> Path:
 ])
 def test_bad_token_is_refused_with_a_sentence(challenge_dir: Path, token: str) -> None:
     """A token outside the base64url alphabet never becomes a file name."""
-    with pytest.raises(errors.PluginError, match="not base64url"):
-        files.write_answer(challenge_dir, token, "x.y")
+    with pytest.raises(ChallengeError, match="not base64url"):
+        answers.write_answer(challenge_dir, token, "x.y")
     assert list(challenge_dir.iterdir()) == []
 
 
@@ -84,7 +86,7 @@ def test_answer_is_world_readable_under_any_umask(tmp_path: Path) -> None:
     challenge_dir = tmp_path / "webroot" / ".well-known" / "acme-challenge"
     old = os.umask(0o077)
     try:
-        path = files.write_answer(challenge_dir, "tok_-9", "tok_-9.thumb")
+        path = answers.write_answer(challenge_dir, "tok_-9", "tok_-9.thumb")
     finally:
         os.umask(old)
     assert path.read_bytes() == b"tok_-9.thumb"
@@ -95,9 +97,9 @@ def test_answer_is_world_readable_under_any_umask(tmp_path: Path) -> None:
 
 def test_remove_answer_twice_is_fine(challenge_dir: Path) -> None:
     """Cleanup may run after a partial perform: removing a missing answer is no error."""
-    path = files.write_answer(challenge_dir, "tok", "tok.t")
-    files.remove_answer(path)
-    files.remove_answer(path)
+    path = answers.write_answer(challenge_dir, "tok", "tok.t")
+    answers.remove_answer(path)
+    answers.remove_answer(path)
     assert not path.exists()
 
 
@@ -113,7 +115,7 @@ def server(challenge_dir: Path) -> Iterator[webserver.ChallengeServer]:
 def test_fallback_server_serves_answer_as_text_plain(challenge_dir: Path,
                                                      server: webserver.ChallengeServer) -> None:
     """The plugin's own listener answers a stored token 200 text/plain."""
-    files.write_answer(challenge_dir, "tok", "tok.thumb")
+    answers.write_answer(challenge_dir, "tok", "tok.thumb")
     assert get(server.port, "/.well-known/acme-challenge/tok") == (200, "text/plain", b"tok.thumb")
     status, _, body = get(server.port, "/.well-known/acme-challenge/tok", "HEAD")
     assert (status, body) == (200, b"")
@@ -131,18 +133,26 @@ def test_fallback_server_serves_answer_as_text_plain(challenge_dir: Path,
 def test_fallback_server_serves_nothing_else(challenge_dir: Path, server: webserver.ChallengeServer,
                                              path: str) -> None:
     """The plugin's own listener 404s everything but a valid token, like the daemon."""
-    files.write_answer(challenge_dir, "tok", "tok.thumb")
+    answers.write_answer(challenge_dir, "tok", "tok.thumb")
     (challenge_dir / "secret.txt").write_bytes(b"SECRET")
     status, _, body = get(server.port, path)
     assert status == 404
     assert b"SECRET" not in body and b"thumb" not in body
 
 
-def test_fallback_server_refuses_post(challenge_dir: Path, server: webserver.ChallengeServer) -> None:
-    """Only GET and HEAD are answered."""
-    files.write_answer(challenge_dir, "tok", "tok.thumb")
-    status, _, body = get(server.port, "/.well-known/acme-challenge/tok", "POST")
-    assert status == 501
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "BREW"])
+def test_fallback_server_refuses_other_methods_like_the_daemon(
+        challenge_dir: Path, server: webserver.ChallengeServer, method: str) -> None:
+    """Only GET and HEAD are answered; any other method is 405 with Allow, as from the daemon."""
+    answers.write_answer(challenge_dir, "tok", "tok.thumb")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request(method, "/.well-known/acme-challenge/tok")
+        response = conn.getresponse()
+        status, allow, body = response.status, response.getheader("Allow"), response.read()
+    finally:
+        conn.close()
+    assert (status, allow) == (405, "GET, HEAD")
     assert b"thumb" not in body
 
 
@@ -152,20 +162,26 @@ def test_port_in_use_is_a_sentence(challenge_dir: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(errors.PluginError, match=f"127.0.0.1:{port}.*another program already"):
+        with pytest.raises(errors.PluginError,
+                           match=f"127.0.0.1:{port}: the port is already in use by another program"):
             webserver.ChallengeServer(Address("127.0.0.1", port), challenge_dir)
 
 
-@pytest.mark.parametrize(("code", "words"), [
-    pytest.param(errno.EACCES, "need root or CAP_NET_BIND_SERVICE", id="EACCES"),
-    pytest.param(errno.EADDRINUSE, "another program already uses it", id="EADDRINUSE"),
-    pytest.param(errno.EADDRNOTAVAIL, "no such address", id="EADDRNOTAVAIL"),
-    pytest.param(errno.ENOBUFS, "No buffer space", id="other"),
+@pytest.mark.parametrize(("code", "words", "fix"), [
+    pytest.param(errno.EACCES, "need root or CAP_NET_BIND_SERVICE", "Run certbot as root",
+                 id="EACCES"),
+    pytest.param(errno.EADDRINUSE, "already in use by another program", "Stop that program",
+                 id="EADDRINUSE"),
+    pytest.param(errno.EADDRNOTAVAIL, "that IP address is not on this host", "Fix [tls.",
+                 id="EADDRNOTAVAIL"),
+    pytest.param(errno.ENOBUFS, "No buffer space", "", id="other"),
 ])
-def test_bind_error_messages(code: int, words: str) -> None:
-    """Each bind failure is turned into a sentence naming the port."""
+def test_bind_error_messages(code: int, words: str, fix: str) -> None:
+    """Each bind failure is worded as the daemon words it (units.listen_failure), naming the
+    address, plus what to do about it when running certbot."""
     message = webserver.bind_error_message(OSError(code, os.strerror(code)), Address("", 80))
-    assert words in message and "port 80" in message
+    assert message.startswith("Cannot listen for the HTTP-01 challenge on :80: ")
+    assert words in message and fix in message
 
 
 # --- perform / cleanup --------------------------------------------------------------

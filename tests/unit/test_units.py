@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from datetime import timedelta
 
 import pytest
 
-from elemta_smtp.units import Address, parse_address, parse_duration, parse_size, time_left, whole_days
+from elemta_smtp.units import (
+    Address,
+    bind_hosts,
+    listen_failure,
+    parse_address,
+    parse_duration,
+    parse_size,
+    time_left,
+    whole_days,
+)
 
 
 @pytest.mark.parametrize(
@@ -111,3 +122,25 @@ def test_time_left_reads_like_a_person_writes_it(span: timedelta, text: str) -> 
 def test_whole_days_round_toward_zero(span: timedelta, days: int) -> None:
     """Whole days round toward zero, before and after expiry alike."""
     assert whole_days(span) == days
+
+
+@pytest.mark.parametrize(("code", "why"), [
+    pytest.param(errno.EADDRINUSE, "the port is already in use by another program (see `ss -ltnp`)",
+                 id="EADDRINUSE"),
+    pytest.param(errno.EACCES, "permission denied: ports below 1024 need root or "
+                 "CAP_NET_BIND_SERVICE", id="EACCES"),
+    pytest.param(errno.EADDRNOTAVAIL, "that IP address is not on this host", id="EADDRNOTAVAIL"),
+    pytest.param(errno.ENOBUFS, os.strerror(errno.ENOBUFS), id="other"),
+])
+def test_listen_failure_words_the_errno(code: int, why: str) -> None:
+    """A failed bind reads "cannot listen for WHAT on ADDRESS: why", the same for the daemon
+    and the certbot plugin."""
+    text = listen_failure("SMTP", Address("127.0.0.1", 25), OSError(code, os.strerror(code)))
+    assert text == f"cannot listen for SMTP on 127.0.0.1:25: {why}"
+
+
+def test_bind_hosts() -> None:
+    """Every address is the IPv6 wildcard first (dual stack), IPv4 only as the fallback."""
+    assert bind_hosts(Address("", 25)) == ("::", "0.0.0.0")
+    assert bind_hosts(Address("::1", 25)) == ("::1",)
+    assert bind_hosts(Address("127.0.0.1", 25)) == ("127.0.0.1",)
