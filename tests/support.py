@@ -93,6 +93,19 @@ def _nest(doc: tomlkit.TOMLDocument, parts: list[str], table: tomlkit.items.Tabl
     container[parts[-1]] = table
 
 
+def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
+    """One HTTP request to 127.0.0.1:``port``: (status, Content-Type, body)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        conn.close()
+
+
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
     """Block until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from elemta_smtp.acme import notices
+from elemta_smtp.acme.notifier import NoticeMailer, Notifier
 from elemta_smtp.acme.renewal import (
     CertFacts,
     cap_sentence,
@@ -45,22 +45,14 @@ from elemta_smtp.acme.runner import (
 )
 from elemta_smtp.cache.layout import state_path
 from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
-from elemta_smtp.cache.state import Event, State, load_state, save_state
+from elemta_smtp.cache.state import Event
 from elemta_smtp.config import Config
-from elemta_smtp.errors import CacheError
 
 log = Logger(namespace="elemta.acme")
 
 
 class Runner(Protocol):
     def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]: ...
-
-
-class NoticeMailer(Protocol):
-    @property
-    def recipients(self) -> tuple[str, ...]: ...
-
-    def send(self, notice: notices.Notice, now: datetime) -> Deferred[None]: ...
 
 
 @dataclass
@@ -104,8 +96,7 @@ class CertManager(Service):
         self._mailer = mailer
         self._reload = reload
         self._python = python
-        self._state_file = state_path(config.tls.letsencrypt.cache_dir)
-        self._state = State()
+        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir), mailer)
         self._next: Cancellable | None = None
         self._busy: Deferred[None] | None = None
         self._running: Deferred[RunResult] | None = None
@@ -126,7 +117,7 @@ class CertManager(Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        self._state = load_state(self._state_file)
+        self._notices.load()
         current = self._current()
         if current is not None and self.config.tls.renewal.auto_renew:
             self._renewal_blocked(current)  # said at start, not first at renewal time
@@ -265,7 +256,7 @@ class CertManager(Service):
                 log.info("certificate for {domain} obtained: serial {serial}, valid until "
                          "{not_after}", domain=le.domain, serial=current.serial,
                          not_after=current.not_after.isoformat())
-                self._state = notices.add_event(self._state, Event(
+                self._notices.add(Event(
                     id=f"issued:{current.serial}", kind="issued", at=self.now(),
                     names=current.names, serial=current.serial, not_after=current.not_after))
                 return
@@ -277,7 +268,7 @@ class CertManager(Service):
             reason = result.reason
         delay = self._acquire.failed(self._clock.seconds())
         if self._acquire.failures == 1:  # mailed once per run of failures, not at every retry
-            self._state = notices.add_event(self._state, Event(
+            self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
                 kind="acquire-failed", at=self.now(), names=(le.domain,), reason=reason))
         log.error("could not obtain a certificate for {domain}: {reason}; still serving {served}; "
@@ -326,7 +317,7 @@ class CertManager(Service):
                   reason=_one_line(reason), serial=current.serial,
                   not_after=current.not_after.isoformat(),
                   delay=format_span(timedelta(seconds=delay)))
-        self._state = notices.add_event(self._state, Event(
+        self._notices.add(Event(
             id=f"renewal-failed:{current.serial}:{int(self._clock.seconds())}",
             kind="renewal-failed", at=now, names=current.names, serial=current.serial,
             not_after=current.not_after, reason=reason))
@@ -367,44 +358,12 @@ class CertManager(Service):
 
     # --- notices ---
 
-    def _save(self) -> bool:
-        try:
-            save_state(self._state_file, self._state)
-        except CacheError as exc:
-            log.error("cannot write {path}: {error}; notices may be mailed again after a "
-                      "restart", path=str(self._state_file), error=str(exc))
-            return False
-        return True
-
     async def _notify(self) -> None:
+        """The notice step (notifier.py), then one line saying what was checked: a heartbeat
+        an admin (and a test) can wait for after every check and every SIGHUP."""
         facts = self._served()
-        now = self.now()
         renewal = self.config.tls.renewal
-        planned = notices.plan(facts, now, self._state, renewal.renewal_days, renewal.auto_renew)
-        for event in planned.dropped:
-            log.error("too many unsent notices: dropping {id} ({kind}) without mailing it",
-                      id=event.id, kind=event.kind)
-        changed = planned.state != self._state
-        self._state = planned.state
-        if changed:
-            self._save()
-        recipients = self._mailer.recipients
-        for notice in planned.notices:
-            urgent = notice.kind in ("expiry", "expired", "renewal-failed", "acquire-failed")
-            (log.warn if urgent else log.info)(
-                "notice: {subject}", subject=notice.subject, kind=notice.kind, key=notice.key)
-            if not recipients:
-                log.warn("notice not mailed: no [notify] recipients and no [tls.letsencrypt] "
-                         "email are set; this log line is the only notice")
-            else:
-                try:
-                    await self._mailer.send(notice, now)
-                except Exception as exc:  # every failure is retried
-                    log.error("could not mail notice \"{subject}\": {reason}; retrying at the "
-                              "next check", subject=notice.subject,
-                              reason=getattr(exc, "reason", None) or str(exc))
-                    continue
-                log.info("mailed notice \"{subject}\" to {to}", subject=notice.subject,
-                         to=", ".join(recipients))
-            self._state = notices.mark_sent(self._state, notice)
-            self._save()
+        due = await self._notices.send_due(facts, self.now(), renewal.renewal_days,
+                                           renewal.auto_renew)
+        log.info("certificate check done: {served}; {due}", served=self._describe_served(),
+                 due=f"{due} notice(s) due" if due else "no notice due")

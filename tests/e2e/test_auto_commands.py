@@ -7,7 +7,6 @@ import io
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -77,9 +76,12 @@ def test_timer_route_updates_daemon_and_state(pebble: Pebble, elemta_setup: Setu
                    "the renewed notice recorded as sent", daemon)
         state = json.loads(state_path.read_text())
         assert state["last_seen"]["serial"] == format(new.serial_number, "x")
+        checks = daemon.log().count("certificate check done:")
         daemon.sighup()  # another reload: nothing new to mail
         daemon.wait_for_log("SIGHUP: reloading certificates", count=2)
-        time.sleep(1)
+        daemon.wait_for_log("certificate check done:", count=checks + 1)  # the check after it
+        last = [line for line in daemon.log().splitlines() if "certificate check done:" in line][-1]
+        assert last.endswith("no notice due"), daemon.log()
         assert len(maildir_messages(elemta_setup)) == 2
 
 

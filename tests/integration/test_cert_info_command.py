@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -100,3 +101,25 @@ def test_no_tlsa_line_for_a_certificate_never_presented(setup: Setup, ca: CA, tm
     tlsa = [line for line in result.stdout.splitlines() if "DANE TLSA:" in line]
     assert len(tlsa) == 1
     assert "never presented" in result.stdout.split(str(setup.cache_dir / "live"))[1]
+
+
+def test_info_does_not_import_twisted() -> None:
+    """`elemta cert info` (commands/cert_info.py, tls/report.py) imports no Twisted, so it
+    starts fast."""
+    code = ("import sys, elemta_smtp.commands.cert_info; "
+            "print(any(m.startswith('twisted') for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_cert_info_command_imports_neither_twisted_nor_certbot(tmp_path: Path) -> None:
+    """The whole `elemta cert info` command (CLI included) loads no Twisted and no certbot."""
+    cfg_path = tmp_path / "elemta.toml"
+    cfg_path.write_text(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
+                        f'[tls.letsencrypt]\ncache_dir = "{tmp_path / "cache"}"\n')
+    code = ("import io, sys; from elemta_smtp.cli import main; "
+            f"main(['cert', 'info', '-c', {str(cfg_path)!r}], out=io.StringIO(), err=io.StringIO()); "
+            "print(sorted({m.split('.')[0] for m in sys.modules}\n"
+            "             & {'twisted', 'certbot', 'acme', 'josepy'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -162,18 +162,6 @@ def test_text_and_json_agree(tmp_path: Path, ca: CA) -> None:
     assert cert["details"]["not_after"].endswith("+00:00")
 
 
-def test_info_does_not_import_twisted() -> None:
-    """`elemta cert info` (commands/cert_info.py, tls/report.py) imports no Twisted, so it
-    starts fast."""
-    import subprocess
-    import sys
-
-    code = ("import sys, elemta_smtp.commands.cert_info; "
-            "print(any(m.startswith('twisted') for m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
-
-
 def hand_config(tmp_path: Path, leaf: Leaf) -> Config:
     (tmp_path / "hand.crt").write_bytes(leaf.fullchain_pem)
     (tmp_path / "hand.key").write_bytes(leaf.key_pem)
@@ -247,22 +235,6 @@ def test_probe_text_differs_after_config_change(tmp_path: Path, ca: CA) -> None:
     (info,) = certificate_report(cfg, now())
     text = render_text([replace(info, probe=_probe(0xABC, DOMAIN))])
     assert "DIFFERS from this file: reload it (kill -HUP 4242; restart elemta if you changed" in text
-
-
-def test_cert_info_command_imports_neither_twisted_nor_certbot(tmp_path: Path, ca: CA) -> None:
-    """The whole `elemta cert info` command (CLI included) loads no Twisted and no certbot."""
-    import subprocess
-    import sys
-
-    cfg_path = tmp_path / "elemta.toml"
-    cfg_path.write_text(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
-                        f'[tls.letsencrypt]\ncache_dir = "{tmp_path / "cache"}"\n')
-    code = ("import io, sys; from elemta_smtp.cli import main; "
-            f"main(['cert', 'info', '-c', {str(cfg_path)!r}], out=io.StringIO(), err=io.StringIO()); "
-            "print(sorted({m.split('.')[0] for m in sys.modules}\n"
-            "             & {'twisted', 'certbot', 'acme', 'josepy'}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
 
 
 def test_no_tlsa_for_names_a_certificate_is_never_presented_for(tmp_path: Path, ca: CA) -> None:

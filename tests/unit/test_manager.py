@@ -415,3 +415,16 @@ def test_failed_acquisition_says_what_is_served(world: World) -> None:
     text = messages(logs)
     assert "still serving the EXPIRED certificate serial 0a (expired 1 day ago)" in text
     assert "bootstrap" not in text
+
+
+def test_every_check_ends_with_one_heartbeat_line(world: World) -> None:
+    """Each check (and each notice check after SIGHUP) ends with one line saying what is
+    served and how many notices were due: something to wait for instead of a sleep."""
+    world.cert = cert("0a", T0)
+    with capturedLogs() as logs:
+        world.manager.startService()
+        world.clock.advance(0)
+        world.manager.after_reload()
+    lines = [formatEvent(e) for e in logs if "certificate check done" in formatEvent(e)]
+    assert lines == [f"certificate check done: serial 0a (valid until "
+                     f"{(T0 + timedelta(days=90)).isoformat()}); no notice due"] * 2

@@ -1,149 +1,30 @@
-"""The ``elemta`` certbot plugin's methods, each on a real certbot config parsed
-by certbot's own argument parser, real files, real processes and signals."""
+"""The ``elemta`` certbot plugin's methods, each on a real certbot config parsed by
+certbot's own argument parser, on real files (processes, signals and sockets:
+tests/integration/test_plugin_restart.py)."""
 
 from __future__ import annotations
 
 import io
 import os
 import stat
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from acme import challenges
 from certbot import errors, interfaces
 from certbot._internal import cli
-from certbot._internal.display import obj as display_obj
 from certbot._internal.plugins import disco
 from certbot.display import ops as display_ops
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from certbot_elemta._internal import success
 from certbot_elemta._internal.configurator import ElemtaConfigurator
 from certbot_elemta._internal.lineage import find_lineage
 from elemta_smtp import daemon
 from elemta_smtp.cache import layout, lineages
-from tests.support import free_port
-from tests.unit.test_plugin_http01 import achall, get
+from tests.plugin_support import CONFIG, Root, deploy, display, install, make_lineage, root
 
-CONFIG = """\
-# elemta.toml written by hand — comments and layout must survive the installer
-[server]
-hostname = "mx.example.com"   # the name in the greeting
-pid_file = "{root}/elemta.pid"
-listen_addr = "127.0.0.1:2525"
-
-[tls]
-enabled = false  # turned on once a certificate exists
-listen_addr = "127.0.0.1:4465"
-
-[tls.letsencrypt]
-domain = ""
-cache_dir = "{root}/cache"
-http_addr = "127.0.0.1:{http_port}"
-"""
-
-
-# --- helpers ---------------------------------------------------------------------
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def make_lineage(live_dir: Path, names: list[str], lineage_name: str | None = None) -> Path:
-    """A certbot-style lineage (cert, chain, fullchain, privkey) signed by a throwaway CA."""
-    now = datetime.now(timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    folder = live_dir / (lineage_name or names[0])
-    folder.mkdir(parents=True)
-    cert_pem = leaf.public_bytes(serialization.Encoding.PEM)
-    chain_pem = ca.public_bytes(serialization.Encoding.PEM)
-    (folder / "cert.pem").write_bytes(cert_pem)
-    (folder / "chain.pem").write_bytes(chain_pem)
-    (folder / "fullchain.pem").write_bytes(cert_pem + chain_pem)
-    (folder / "privkey.pem").write_bytes(_pem_key(key))
-    return folder
-
-
-class Root:
-    """Paths of one test: elemta.toml, the cache, certbot's dirs."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.config_file = path / "elemta.toml"
-        self.cache_dir = path / "cache"
-        self.pid_file = path / "elemta.pid"
-        self.certbot = path / "certbot"
-
-    def write(self, text: str | None = None, http_port: int = 9) -> bytes:
-        data = (text or CONFIG.format(root=self.path, http_port=http_port)).encode()
-        self.config_file.write_bytes(data)
-        return data
-
-    def plugin(self, *args: str) -> ElemtaConfigurator:
-        """The plugin as certbot builds it for ``certbot <args> --elemta-config <file>``."""
-        argv = [*(args or ("certonly",)), "--config-dir", str(self.certbot / "config"),
-                "--work-dir", str(self.certbot / "work"), "--logs-dir", str(self.certbot / "logs"),
-                "--elemta-config", str(self.config_file)]
-        config = cli.prepare_and_parse_args(disco.PluginsRegistry.find_all(), argv)
-        return ElemtaConfigurator(config, "elemta")
-
-    @property
-    def live_dir(self) -> Path:
-        return self.certbot / "config" / "live"
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Root:
-    r = Root(tmp_path)
-    r.write()
-    return r
-
-
-@pytest.fixture(autouse=True)
-def display() -> Iterator[io.StringIO]:
-    """certbot's display, as certbot sets it for --non-interactive; the text is returned."""
-    out = io.StringIO()
-    previous = display_obj._SERVICE.display
-    display_obj.set_display(display_obj.NoninteractiveDisplay(out))
-    yield out
-    display_obj._SERVICE.display = previous
-
-
-def deploy(plugin: ElemtaConfigurator, lineage: Path, domain: str) -> None:
-    plugin.deploy_cert(domain, str(lineage / "cert.pem"), str(lineage / "privkey.pem"),
-                       str(lineage / "chain.pem"), str(lineage / "fullchain.pem"))
-
-
-def install(plugin: ElemtaConfigurator, lineage: Path) -> None:
-    """``certbot install``'s calls: deploy_cert, save, restart."""
-    deploy(plugin, lineage, "mail.example.com")
-    plugin.save("Deployed ACME Certificate")
-    plugin.restart()
-
+__all__ = ["display", "root"]  # fixtures
+pytestmark = pytest.mark.usefixtures("display")
 
 # --- prepare / config_test ---------------------------------------------------------
 
@@ -357,53 +238,6 @@ def test_other_installers_keep_certbots_message(display: io.StringIO) -> None:
         in display.getvalue()
 
 
-def test_restart_with_stale_pid_is_not_an_error(root: Root, display: io.StringIO) -> None:
-    """A pid file naming a process that is gone is reported, not raised."""
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    root.pid_file.write_text(f"{gone.pid}\n")
-    root.plugin("install").restart()
-    assert f"names pid {gone.pid}" in display.getvalue()
-
-
-@pytest.fixture
-def child() -> Iterator[subprocess.Popen[str]]:
-    """A process that reports SIGHUP on stdout; its command line looks like python -m elemta_smtp."""
-    code = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGHUP, lambda *a: (print('HUP', flush=True), sys.exit(0)))\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(30)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, "elemta_smtp"], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    yield proc
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
-
-
-def test_restart_sends_sighup_to_the_daemon(root: Root, child: subprocess.Popen[str],
-                                            display: io.StringIO) -> None:
-    """restart() delivers SIGHUP to the pid in [server] pid_file."""
-    root.pid_file.write_text(f"{child.pid}\n")
-    root.plugin("install").restart()
-    assert child.stdout is not None and child.stdout.readline() == "HUP\n"
-    assert f"the daemon (pid {child.pid}) was told to reload (SIGHUP)" in display.getvalue()
-
-
-def test_restart_never_signals_a_foreign_process(root: Root) -> None:
-    """A reused pid that is not elemta is left alone (SIGHUP would kill it)."""
-    other = subprocess.Popen(["sleep", "30"])
-    try:
-        root.pid_file.write_text(f"{other.pid}\n")
-        root.plugin("run").restart()
-        time.sleep(0.1)
-        assert other.poll() is None
-    finally:
-        other.kill()
-        other.wait()
-
-
 @pytest.mark.parametrize(("content", "expected"), [
     pytest.param(None, daemon.Reload.NOT_RUNNING, id="no-file"),
     pytest.param("", daemon.Reload.STALE, id="empty"),
@@ -446,25 +280,6 @@ def test_find_lineage_prefers_cert_name_then_newest_exact_match(tmp_path: Path) 
 
 
 # --- authenticator -----------------------------------------------------------------
-
-def test_authenticator_prefers_http01_and_uses_configured_webroot(root: Root) -> None:
-    """get_chall_pref is [HTTP01]; perform writes into <cache_dir>/webroot and serves it."""
-    port = free_port()
-    root.write(http_port=port)
-    plugin = root.plugin("certonly")
-    plugin.prepare()
-    assert list(plugin.get_chall_pref("mail.example.com")) == [challenges.HTTP01]
-    a = achall()
-    plugin.perform([a])
-    try:
-        token = a.chall.encode("token")
-        assert (layout.challenge_dir(root.cache_dir) / token).is_file()
-        assert get(port, f"/.well-known/acme-challenge/{token}")[0] == 200
-    finally:
-        plugin.cleanup([a])
-    assert not (layout.challenge_dir(root.cache_dir) / token).exists()
-
-
 
 # --- where a lineage lives, for renewal -----------------------------------------------
 
@@ -520,35 +335,6 @@ def test_install_warns_when_the_daemon_cannot_renew(root: Root, display: io.Stri
     assert f"Warning: user nobody, who runs elemta, cannot write {root.certbot / 'config'}" in text
     assert "so elemta cannot renew it: enable the packaged timer" in text
     assert "sudo -u nobody certbot certonly -a elemta -i elemta -d" in text
-
-
-# --- one reload: the daemon's own certbot does not signal it ---------------------------
-
-def test_restart_leaves_the_daemon_that_runs_this_certbot_alone(
-        root: Root, child: subprocess.Popen[str], display: io.StringIO,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """When the daemon itself runs certbot (its pid in ELEMTA_DAEMON_PID), restart() installs
-    but sends no SIGHUP (the daemon reloads once, itself, when certbot ends), and says so."""
-    root.pid_file.write_text(f"{child.pid}\n")
-    monkeypatch.setenv(daemon.DAEMON_PID_ENV, str(child.pid))
-    folder = make_lineage(root.live_dir, ["mail.example.com"])
-    root.plugin("certonly", "-d", "mail.example.com").restart()
-    assert (layout.live_dir(root.cache_dir) / "mail.example.com.pem").is_file()
-    assert f"the daemon (pid {child.pid}) runs this certbot and reloads when it ends" \
-        in display.getvalue()
-    child.terminate()  # no HUP was printed before it ends
-    assert child.stdout is not None and child.stdout.read() == ""
-    assert folder.is_dir()
-
-
-def test_restart_signals_a_daemon_other_than_the_one_running_certbot(
-        root: Root, child: subprocess.Popen[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """ELEMTA_DAEMON_PID naming another pid (certbot run by some other elemta) does not stop
-    the SIGHUP to the daemon in pid_file."""
-    root.pid_file.write_text(f"{child.pid}\n")
-    monkeypatch.setenv(daemon.DAEMON_PID_ENV, str(os.getpid()))
-    root.plugin("install").restart()
-    assert child.stdout is not None and child.stdout.readline() == "HUP\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give elemta.toml another owner")

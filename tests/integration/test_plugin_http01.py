@@ -15,10 +15,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from acme import challenges, messages
-from certbot import achallenges, errors
-from cryptography.hazmat.primitives.asymmetric import ec
-from josepy import jwk
+from acme import challenges
+from certbot import errors
 
 from certbot_elemta._internal import http01, webserver
 from certbot_elemta._internal.http01 import HTTP01Responder
@@ -26,29 +24,8 @@ from elemta_smtp.cache import challenges as answers
 from elemta_smtp.cache import layout
 from elemta_smtp.errors import ChallengeError
 from elemta_smtp.units import Address
-from tests.support import free_port
-
-ACCOUNT_KEY = jwk.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-
-
-def achall(token: bytes = b"0123456789abcdef0123", domain: str = "mail.example.com",
-           ) -> achallenges.KeyAuthorizationAnnotatedChallenge:
-    """A real annotated HTTP-01 challenge as certbot hands it to an authenticator."""
-    challb = messages.ChallengeBody(chall=challenges.HTTP01(token=token),
-                                    uri="https://ca.test/chall/1", status=messages.STATUS_PENDING)
-    return achallenges.KeyAuthorizationAnnotatedChallenge(
-        challb=challb, identifier=messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=domain),
-        account_key=ACCOUNT_KEY)
-
-
-def get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        return response.status, response.getheader("Content-Type") or "", response.read()
-    finally:
-        conn.close()
+from tests.plugin_support import achall
+from tests.support import free_port, http_get
 
 
 @pytest.fixture
@@ -116,8 +93,8 @@ def test_fallback_server_serves_answer_as_text_plain(challenge_dir: Path,
                                                      server: webserver.ChallengeServer) -> None:
     """The plugin's own listener answers a stored token 200 text/plain."""
     answers.write_answer(challenge_dir, "tok", "tok.thumb")
-    assert get(server.port, "/.well-known/acme-challenge/tok") == (200, "text/plain", b"tok.thumb")
-    status, _, body = get(server.port, "/.well-known/acme-challenge/tok", "HEAD")
+    assert http_get(server.port, "/.well-known/acme-challenge/tok") == (200, "text/plain", b"tok.thumb")
+    status, _, body = http_get(server.port, "/.well-known/acme-challenge/tok", "HEAD")
     assert (status, body) == (200, b"")
 
 
@@ -135,7 +112,7 @@ def test_fallback_server_serves_nothing_else(challenge_dir: Path, server: webser
     """The plugin's own listener 404s everything but a valid token, like the daemon."""
     answers.write_answer(challenge_dir, "tok", "tok.thumb")
     (challenge_dir / "secret.txt").write_bytes(b"SECRET")
-    status, _, body = get(server.port, path)
+    status, _, body = http_get(server.port, path)
     assert status == 404
     assert b"SECRET" not in body and b"thumb" not in body
 
@@ -200,7 +177,7 @@ def test_perform_serves_itself_when_nothing_listens(cache_dir: Path) -> None:
     token = a.chall.encode("token")
     assert isinstance(response, challenges.HTTP01Response)
     assert serving(responder)
-    assert get(port, f"/.well-known/acme-challenge/{token}")[::2] == (200, validation.encode())
+    assert http_get(port, f"/.well-known/acme-challenge/{token}")[::2] == (200, validation.encode())
     responder.cleanup([a])
     assert responder.server is None
     assert not (layout.challenge_dir(cache_dir) / token).exists()
@@ -269,7 +246,7 @@ def test_server_stops_only_after_last_challenge(cache_dir: Path) -> None:
     responder.perform([a, b])
     responder.cleanup([a])
     assert serving(responder)
-    assert get(port, f"/.well-known/acme-challenge/{b.chall.encode('token')}")[0] == 200
+    assert http_get(port, f"/.well-known/acme-challenge/{b.chall.encode('token')}")[0] == 200
     responder.cleanup([b])
     assert responder.server is None
 

@@ -1,0 +1,87 @@
+"""The notice step of every certificate check: decide what is due (``notices.plan``,
+pure), save the state before mailing, mail each notice, record what went. A notice that
+cannot be mailed stays in ``state.json`` and is tried again at the next check; a restart
+never mails a notice twice."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from elemta_smtp.acme import notices
+from elemta_smtp.acme.renewal import CertFacts
+from elemta_smtp.cache.state import Event, State, load_state, save_state
+from elemta_smtp.errors import CacheError
+
+log = Logger(namespace="elemta.acme")
+
+#: Notices that mean something needs doing; logged as warnings.
+URGENT = frozenset({"expiry", "expired", "renewal-failed", "acquire-failed"})
+
+
+class NoticeMailer(Protocol):
+    @property
+    def recipients(self) -> tuple[str, ...]: ...
+
+    def send(self, notice: notices.Notice, now: datetime) -> Deferred[None]: ...
+
+
+class Notifier:
+    """The notice state (``state.json``) and the mailing of what is due."""
+
+    def __init__(self, state_file: Path, mailer: NoticeMailer) -> None:
+        self._state_file = state_file
+        self._mailer = mailer
+        self.state = State()
+
+    def load(self) -> None:
+        self.state = load_state(self._state_file)
+
+    def add(self, event: Event) -> None:
+        """Queue an event (issued, renewal failed ...) for the next ``send_due``."""
+        self.state = notices.add_event(self.state, event)
+
+    def _save(self) -> bool:
+        try:
+            save_state(self._state_file, self.state)
+        except CacheError as exc:
+            log.error("cannot write {path}: {error}; notices may be mailed again after a "
+                      "restart", path=str(self._state_file), error=str(exc))
+            return False
+        return True
+
+    async def send_due(self, facts: CertFacts | None, now: datetime, renewal_days: int,
+                       auto_renew: bool) -> int:
+        """Mail every notice due for ``facts`` at ``now``; returns how many were due."""
+        planned = notices.plan(facts, now, self.state, renewal_days, auto_renew)
+        for event in planned.dropped:
+            log.error("too many unsent notices: dropping {id} ({kind}) without mailing it",
+                      id=event.id, kind=event.kind)
+        changed = planned.state != self.state
+        self.state = planned.state
+        if changed:
+            self._save()
+        recipients = self._mailer.recipients
+        for notice in planned.notices:
+            (log.warn if notice.kind in URGENT else log.info)(
+                "notice: {subject}", subject=notice.subject, kind=notice.kind, key=notice.key)
+            if not recipients:
+                log.warn("notice not mailed: no [notify] recipients and no [tls.letsencrypt] "
+                         "email are set; this log line is the only notice")
+            else:
+                try:
+                    await self._mailer.send(notice, now)
+                except Exception as exc:  # every failure is retried
+                    log.error("could not mail notice \"{subject}\": {reason}; retrying at the "
+                              "next check", subject=notice.subject,
+                              reason=getattr(exc, "reason", None) or str(exc))
+                    continue
+                log.info("mailed notice \"{subject}\" to {to}", subject=notice.subject,
+                         to=", ".join(recipients))
+            self.state = notices.mark_sent(self.state, notice)
+            self._save()
+        return len(planned.notices)
