@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,21 @@ class StartTLS:
 @dataclass(frozen=True, slots=True)
 class Close:
     """Close the connection once the replies before it are written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """Drop the connection now, without a word (nothing more could reach the client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReading:
+    """Stop reading from the client: the input held while a message is stored is over the limit."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReading:
+    """Read from the client again (after a ``PauseReading``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +65,21 @@ class EndMessage:
 
 @dataclass(frozen=True, slots=True)
 class AbortMessage:
-    """Drop the message being received; ``reason`` is for the log."""
+    """Drop the message being received (its log line is a ``Log`` of its own)."""
 
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class RefusedAtMail:
-    """A message was refused before DATA (MAIL declared a SIZE= over the limit): log it."""
+class Log:
+    """Log one line: ``text`` is a format string over ``fields`` (twisted.logger's,
+    PEP 3101), and the fields are kept as the event's named fields. The wording is
+    in loglines.py."""
 
-    sender: str
-    size: int
-    reason: str
+    level: Literal["info", "warn", "error"]
+    text: str
+    fields: Mapping[str, object]
 
 
-Action = (Reply | StartTLS | Close | BeginMessage | MessageData | EndMessage | AbortMessage
-          | RefusedAtMail)
+Action = (Reply | StartTLS | Close | Abort | PauseReading | ResumeReading | BeginMessage
+          | MessageData | EndMessage | AbortMessage | Log)

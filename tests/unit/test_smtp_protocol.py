@@ -17,8 +17,7 @@ from zope.interface import directlyProvides
 from elemta_smtp.net.tcp import set_tcp_nodelay
 from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
-from elemta_smtp.smtp.protocol import PAUSE_INPUT_BYTES
-from elemta_smtp.smtp.session import SessionSettings
+from elemta_smtp.smtp.session import PAUSE_INPUT_BYTES, SessionSettings
 from elemta_smtp.smtp.sink import DeliveryFailed
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
