@@ -476,3 +476,76 @@ def test_implicit_tls_needs_a_creator(harness: Harness) -> None:
     """Asking for an implicit-TLS listener without TLS is a clear error."""
     with pytest.raises(ValueError, match="TLS connection creator"):
         harness.server.implicit_tls_factory()
+
+
+def test_one_timer_not_moved_per_packet(harness: Harness) -> None:
+    """The adapter keeps one timer per connection and does not touch it for each packet
+    (a timer-heap update per read costs CPU): it fires, finds the later deadline, re-arms."""
+    protocol, transport = harness.connect()
+    [timer] = harness.clock.getDelayedCalls()
+    armed_at = timer.getTime()
+    for _ in range(10):
+        harness.clock.advance(5)
+        protocol.dataReceived(b"NOOP\r\n")
+    assert harness.clock.getDelayedCalls() == [timer] and timer.getTime() == armed_at
+    harness.clock.advance(armed_at - harness.clock.seconds())
+    [rearmed] = harness.clock.getDelayedCalls()
+    assert rearmed.getTime() == harness.clock.seconds() - 10 + SETTINGS.idle_timeout
+    assert transport.connected
+
+
+def test_delivery_answered_at_once_keeps_the_session_order_of_pause_and_resume() -> None:
+    """A sink that answers inside the commit call, with more than PAUSE_INPUT_BYTES pipelined
+    behind the message: the pause and the resume are carried out in the session's order, so
+    reading goes on and every command is answered."""
+    harness = Harness(auto_commit=True)
+    protocol, transport = harness.connect()
+    take(transport)
+    count = PAUSE_INPUT_BYTES // 6 + 1
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n" + b"NOOP\r\n" * count)
+    assert transport.producerState == "producing"
+    out = take(transport)
+    assert b"queued as" in out and out.count(replies.OK) == count
+
+
+def test_commit_after_the_connection_is_lost_is_logged_not_answered(
+        events: list[LogEvent]) -> None:
+    """A message whose commit ends after the client left: nothing is written, and its log
+    line says it was not acknowledged."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    take(transport)
+    transport.loseConnection()
+    committed = harness.sink.writers[0].committed
+    assert committed is not None
+    committed.callback(None)
+    assert take(transport) == b""
+    [message] = [e for e in events if "queue_id" in e]
+    assert message["result"] == ("queued (connection already lost: not acknowledged, the client "
+                                 "will retry)")
+
+
+def imported_modules(module: str) -> set[str]:
+    """Every module ``module``'s source imports, TYPE_CHECKING blocks included."""
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    tree = ast.parse(Path(spec.origin).read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_the_connection_does_not_know_the_listener() -> None:
+    """protocol.py reaches the listener only through ConnectionHost: it never imports
+    listener.py, not even for type checking (no import cycle)."""
+    assert "elemta_smtp.smtp.listener" not in imported_modules("elemta_smtp.smtp.protocol")
+    assert "elemta_smtp.smtp.protocol" in imported_modules("elemta_smtp.smtp.listener")

@@ -15,10 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from elemta_smtp.net.tlslayer import ServerTLSLayer
@@ -225,8 +227,8 @@ def pump(client: Client, send: Any, receive: Any) -> None:
             return
 
 
-def plain_connection(sink: FakeSink) -> tuple[SMTPConnection, MemoryTransport]:
-    clock = Clock()
+def plain_connection(sink: FakeSink, clock: Clock | None = None) -> tuple[SMTPConnection, MemoryTransport]:
+    clock = clock or Clock()
     server = SMTPServer(SETTINGS, sink, ServerTLS(), clock)
     connection: Any = server.plain_factory().buildProtocol(PEER)
     transport = MemoryTransport()
@@ -297,3 +299,34 @@ def test_real_implicit_tls() -> None:
     assert server.active_connections == 1
     assert wire.producerState == "producing"
     assert wire.producer is not None  # write backpressure is wired up after the handshake
+
+
+def test_starttls_without_a_handshake_is_dropped_after_the_idle_timeout() -> None:
+    """A client that gets 220 to STARTTLS and never starts the handshake is dropped (no reply:
+    it could only wait for TLS) once idle_timeout has passed since STARTTLS."""
+    clock = Clock()
+    _, transport = plain_connection(FakeSink(), clock)
+    transport.deliver(b"EHLO c.example\r\n")
+    clock.advance(100)
+    transport.deliver(b"STARTTLS\r\n")
+    clock.advance(SETTINGS.idle_timeout - 1)
+    assert not transport.wire.disconnected
+    clock.advance(1)
+    assert transport.wire.disconnected  # aborted through the TLS layer
+    assert transport.ciphertext() == b""
+
+
+def test_implicit_tls_without_a_handshake_is_dropped_after_the_idle_timeout() -> None:
+    """On the implicit-TLS port a client that never starts its handshake is dropped after
+    idle_timeout; its greeting, held for the handshake, is never sent in plaintext."""
+    clock = Clock()
+    server = SMTPServer(SETTINGS, FakeSink(), ServerTLS(), clock)
+    tls_protocol: Any = server.implicit_tls_factory().buildProtocol(PEER)
+    wire: Any = StringTransport(peerAddress=PEER)  # type: ignore[no-untyped-call]
+    tls_protocol.makeConnection(wire)
+    clock.advance(SETTINGS.idle_timeout - 1)
+    assert not wire.disconnected
+    clock.advance(1)
+    assert wire.disconnected and wire.value() == b""
+    tls_protocol.connectionLost(Failure(ConnectionAborted()))  # type: ignore[no-untyped-call]
+    assert server.active_connections == 0
