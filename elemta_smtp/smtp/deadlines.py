@@ -12,9 +12,11 @@ it fire, learns the later deadline, and arms again (no timer update per packet).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from elemta_smtp.smtp.states import HANDSHAKE_STATES, State
+from elemta_smtp.smtp.states import COMMAND_STATES, HANDSHAKE_STATES, State
+
+_DIALOGUE_STATES = COMMAND_STATES | {State.DATA}  # waiting for the client's commands or text
 
 
 class Expiry(enum.Enum):
@@ -24,8 +26,7 @@ class Expiry(enum.Enum):
     NOT_READING = "not-reading"    # we closed, the client still holds on (reads nothing): drop
 
 
-@dataclass(frozen=True, slots=True)
-class Deadline:
+class Deadline(NamedTuple):
     """At ``at`` (seconds, the session's clock), ``expiry`` is due."""
 
     at: float
@@ -40,15 +41,15 @@ def next_deadline(state: State, idle_timeout: float, active_at: float,
     the client's ended (connect, TLS handshake done, a delivery answered, the close).
     ``line_started``: when the unfinished command line began, if there is one.
     """
-    if state is State.DELIVERING or state is State.CLOSED:
-        return None  # waiting for our own disk is not the client's idleness
-    if state is State.CLOSING:
-        return Deadline(active_at + idle_timeout, Expiry.NOT_READING)
+    if state in _DIALOGUE_STATES:
+        if line_started is not None and line_started < active_at:  # bytes trickle, no line end
+            return Deadline(line_started + idle_timeout, Expiry.SLOW_LINE)
+        return Deadline(active_at + idle_timeout, Expiry.IDLE)
     if state in HANDSHAKE_STATES:
         return Deadline(active_at + idle_timeout, Expiry.NO_HANDSHAKE)
-    if line_started is not None and line_started < active_at:  # bytes trickle, the line never ends
-        return Deadline(line_started + idle_timeout, Expiry.SLOW_LINE)
-    return Deadline(active_at + idle_timeout, Expiry.IDLE)
+    if state is State.CLOSING:
+        return Deadline(active_at + idle_timeout, Expiry.NOT_READING)
+    return None  # delivering (waiting for our own disk is not the client's idleness), or gone
 
 
 def due(deadline: Deadline | None, now: float) -> Expiry | None:

@@ -161,7 +161,7 @@ class SMTPConnection(TwistedProtocol):
             self._timer.cancel()
         self._timer = None
         if self.session is not None:  # (a refused connection was never counted in)
-            self._run(self.session.connection_lost(reason.getErrorMessage()))
+            self._run(self.session.connection_lost(reason.getErrorMessage))
             self._host.connection_lost(self)
 
     def shutdown(self) -> None:
@@ -183,8 +183,8 @@ class SMTPConnection(TwistedProtocol):
             return
         deadline = self.session.deadline()
         if deadline is not None:
-            delay = max(0.0, deadline - self._clock.seconds())
-            self._timer = self._clock.callLater(delay, self._timer_fired)
+            delay = deadline - self._clock.seconds()
+            self._timer = self._clock.callLater(delay if delay > 0 else 0, self._timer_fired)
 
     def _timer_fired(self) -> None:
         self._timer = None

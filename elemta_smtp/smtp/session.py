@@ -190,15 +190,16 @@ class Session(Dialogue):
         self._active_at = self._now()
         return out
 
-    def connection_lost(self, reason: str = "") -> list[Action]:
-        """The connection is gone (``reason``: the transport's words for it): drop a
-        half-received message and log how the connection ended."""
+    def connection_lost(self, reason: Callable[[], str] = str) -> list[Action]:
+        """The connection is gone: drop a half-received message and log how the connection
+        ended. ``reason()`` gives the transport's words for it, asked only if the log needs
+        them (a failed TLS handshake)."""
         out: list[Action] = []
         if self.state is State.CLOSED:
             return out
         self._abort_message(out, "connection lost")
         if self._tls_wanted and not self.tls_active:
-            out.append(loglines.handshake_failed(self.peer, reason))
+            out.append(loglines.handshake_failed(self.peer, reason()))
         self.close_reason = self.close_reason or "client closed"
         self.state = next_state(self.state, Event.LOST)
         tls = self.tls_version or ("yes" if self.tls_active

@@ -26,6 +26,8 @@ log = Logger(namespace="elemta.smtp")
 class MessageStream:
     """One message at a time from the session to ``sink``; ``done`` gets each outcome."""
 
+    __slots__ = ("_done", "_failure", "_sink", "_writer")
+
     def __init__(self, sink: MessageSink, done: Callable[[DeliveryFailed | None], None]) -> None:
         self._sink = sink
         self._done = done

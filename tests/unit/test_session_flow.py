@@ -199,7 +199,7 @@ def test_implicit_tls_handshake_not_done_in_time_is_dropped() -> None:
     actions = session.timer_fired(1060.0)
     assert without_logs(actions) == [Abort()]
     assert lines(actions) == ["dropping 192.0.2.7: no TLS handshake within the idle timeout"]
-    assert lines(session.connection_lost("Connection was aborted locally")) == [
+    assert lines(session.connection_lost(lambda: "Connection was aborted locally")) == [
         "TLS handshake with 192.0.2.7 failed: Connection was aborted locally",
         "connection from 192.0.2.7 closed (idle timeout): tls=not completed messages=0"]
 
@@ -213,7 +213,7 @@ def test_starttls_handshake_not_done_in_time_is_dropped() -> None:
     assert session.state is State.TLS_PENDING
     assert session.deadline() == 1070.0
     assert without_logs(session.timer_fired(1070.0)) == [Abort()]
-    assert lines(session.connection_lost("gone"))[0] == "TLS handshake with 192.0.2.7 failed: gone"
+    assert lines(session.connection_lost(lambda: "gone"))[0] == "TLS handshake with 192.0.2.7 failed: gone"
 
 
 def test_completed_handshake_is_not_reported_as_failed() -> None:
@@ -221,7 +221,7 @@ def test_completed_handshake_is_not_reported_as_failed() -> None:
     session = session_at(Time(), implicit_tls=True)
     session.tls_started("TLSv1.3", "TLS_AES_128_GCM_SHA256")
     session.receive(b"QUIT\r\n")
-    assert lines(session.connection_lost("done")) == [
+    assert lines(session.connection_lost(lambda: "done")) == [
         "connection from 192.0.2.7 closed (quit): tls=TLSv1.3 messages=0"]
 
 
