@@ -1,9 +1,10 @@
 """When a session must act without hearing from the client: a pure decision on times.
 
-The session (session.py) owns no clock and no timer. It notes when things happened
-(the client's last input or the end of our own wait, the first byte of an unfinished
-command line) and asks ``next_deadline`` what is due next and when; the adapter arms
-one timer at that moment and calls ``Session.timer_fired(now)``, which asks ``due``.
+The session (session.py) arms no timer. It notes when things happened (read from
+the ``now`` it is given: the client's last input or the end of our own wait, the
+first byte of an unfinished command line) and asks ``next_deadline`` what is due
+next and when; the adapter arms one timer at that moment and calls
+``Session.timer_fired(now)``, which asks ``due``. Tests pass the times.
 Every deadline lies one ``idle_timeout`` after something that already happened, so
 input only ever moves it later: the adapter never moves its timer forward, it lets
 it fire, learns the later deadline, and arms again (no timer update per packet).

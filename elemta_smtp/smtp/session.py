@@ -190,7 +190,7 @@ class Session(Dialogue):
         self._active_at = self._now()
         return out
 
-    def connection_lost(self, reason: Callable[[], str] = str) -> list[Action]:
+    def connection_lost(self, reason: Callable[[], str] = lambda: "") -> list[Action]:
         """The connection is gone: drop a half-received message and log how the connection
         ended. ``reason()`` gives the transport's words for it, asked only if the log needs
         them (a failed TLS handshake)."""
