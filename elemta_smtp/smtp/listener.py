@@ -1,6 +1,7 @@
 """The SMTP listeners: factories for plain and implicit-TLS ports, the
 connection cap and graceful shutdown. Each connection is an ``SMTPConnection``
-(protocol.py) around a sans-IO ``Session`` (session.py).
+(protocol.py) around a sans-IO ``Session`` (session.py); it sees the listener only
+through the narrow ``ConnectionHost`` interface, so protocol.py never imports this.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class _SMTPFactory(Factory):
 
 
 class SMTPServer:
-    """Everything the SMTP listeners share: settings, sink, TLS, clock, open connections."""
+    """Everything the SMTP listeners share: settings, sink, TLS, clock, open connections.
+    It is each connection's ``ConnectionHost`` (protocol.py)."""
 
     def __init__(self, settings: SessionSettings, sink: MessageSink,
                  tls: IOpenSSLServerConnectionCreator | None, clock: IReactorTime) -> None:
@@ -71,12 +73,13 @@ class SMTPServer:
     def active_connections(self) -> int:
         return len(self.connections)
 
-    def refusal(self) -> bytes | None:
-        """The 421 a new connection gets instead of a greeting, if any."""
+    def admit(self, connection: SMTPConnection) -> bytes | None:
+        """Count a new connection in, or return the 421 it gets instead of a greeting."""
         if self._stopping:
             return replies.SHUTTING_DOWN
         if len(self.connections) >= self.settings.max_connections:
             return replies.TOO_MANY_CONNECTIONS
+        self.connections.add(connection)
         return None
 
     def connection_lost(self, connection: SMTPConnection) -> None:

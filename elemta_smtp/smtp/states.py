@@ -2,9 +2,9 @@
 
 ``SEQUENCE`` says, for the commands that depend on state, which reply a
 command gets in each state (``None``: go ahead). ``TRANSITIONS`` says where
-each event leads. The session (session.py) consults these tables and nothing
-else decides ordering, so the whole of RFC 5321 4.1.4 / RFC 3207 ordering can
-be read and tested here.
+each event leads, closing and TLS included. The session (session.py) consults
+these tables and nothing else decides ordering, so the whole of RFC 5321 4.1.4 /
+RFC 3207 ordering can be read and tested here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ class State(enum.Enum):
     DATA = "data"                # reading message text up to CRLF.CRLF
     DELIVERING = "delivering"    # message complete, waiting for the sink
     TLS_PENDING = "tls-pending"  # 220 to STARTTLS sent; input is discarded until the handshake
-    CLOSED = "closed"
+    IMPLICIT_TLS_PENDING = "implicit-tls-pending"  # implicit-TLS port: handshake not done yet
+    CLOSING = "closing"          # the session ended the dialogue; the client has not let go yet
+    CLOSED = "closed"            # the connection is gone
 
     # Members are singletons compared by identity: hash them by identity too (in C),
     # not by Enum's Python-level hash of the name (the tables below are hit per command).
@@ -41,11 +43,17 @@ class Event(enum.Enum):
     DELIVERED = "delivered"      # the sink answered (stored or failed)
     STARTTLS = "starttls"        # 220 Ready to start TLS sent
     TLS_DONE = "tls-done"        # handshake finished: everything is forgotten
+    CLOSE = "close"              # the session says goodbye (QUIT, errors, timeout, shutdown)
+    LOST = "lost"                # the connection is gone
 
     __hash__ = object.__hash__  # see State
 
 
 COMMAND_STATES = frozenset({State.INIT, State.GREETED, State.MAIL, State.RCPT})
+#: States in which bytes from the client are read (elsewhere they are discarded).
+READING_STATES = COMMAND_STATES | {State.DATA, State.DELIVERING}
+#: States waiting for a TLS handshake to finish.
+HANDSHAKE_STATES = frozenset({State.TLS_PENDING, State.IMPLICIT_TLS_PENDING})
 
 _S = State
 # command -> state -> reply to send instead of running it (None: allowed).
@@ -79,6 +87,11 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (_S.DELIVERING, Event.DELIVERED): _S.GREETED,
     (_S.GREETED, Event.STARTTLS): _S.TLS_PENDING,
     (_S.TLS_PENDING, Event.TLS_DONE): _S.INIT,
+    (_S.IMPLICIT_TLS_PENDING, Event.TLS_DONE): _S.INIT,
+    # The session may end the dialogue from any state the connection is open in...
+    **{(state, Event.CLOSE): _S.CLOSING for state in State if state not in (_S.CLOSING, _S.CLOSED)},
+    # ...and the connection may go at any moment.
+    **{(state, Event.LOST): _S.CLOSED for state in State if state is not _S.CLOSED},
 }
 
 
@@ -86,8 +99,13 @@ class TransitionError(ElemtaError):
     """A bug: the session tried a transition the table does not allow."""
 
 
+def first_state(implicit_tls: bool) -> State:
+    """Where a new connection starts: on the implicit-TLS port, waiting for the handshake."""
+    return State.IMPLICIT_TLS_PENDING if implicit_tls else State.INIT
+
+
 def next_state(state: State, event: Event) -> State:
-    """Where ``event`` leads from ``state``; closing is allowed from anywhere (not in the table)."""
+    """Where ``event`` leads from ``state``."""
     try:
         return TRANSITIONS[(state, event)]
     except KeyError:

@@ -11,8 +11,8 @@ from elemta_smtp.smtp.actions import (
     BeginMessage,
     Close,
     EndMessage,
+    Log,
     MessageData,
-    RefusedAtMail,
     Reply,
 )
 from elemta_smtp.smtp.session import Session, SessionSettings
@@ -31,9 +31,21 @@ SETTINGS = SessionSettings(
 
 
 def new_session(settings: SessionSettings = SETTINGS, tls: bool = False) -> Session:
-    session = Session(settings, "192.0.2.7", tls_active=tls, now=lambda: NOW, make_id=lambda: "QID1")
+    """A greeted session; ``tls``: on the implicit-TLS port, handshake done."""
+    session = Session(settings, "192.0.2.7", implicit_tls=tls, now=lambda: NOW, make_id=lambda: "QID1")
     session.start()
+    if tls:
+        session.tls_started()
     return session
+
+
+def logged(actions: list[Action]) -> list[str]:
+    """The log lines among ``actions``, as they read in the log."""
+    return [a.text.format(**a.fields) for a in actions if isinstance(a, Log)]
+
+
+def without_logs(actions: list[Action]) -> list[Action]:
+    return [a for a in actions if not isinstance(a, Log)]
 
 
 def replies_in(actions: list[Action]) -> list[bytes]:
@@ -175,14 +187,15 @@ def test_command_reply(setup: bytes, command: bytes, expected: bytes) -> None:
 
 
 def test_size_over_the_limit_at_mail_is_a_refused_message() -> None:
-    """MAIL with SIZE= over max_message_size: a RefusedAtMail (sender, size, reason) for the
-    log, then 552; the session stays greeted and a smaller MAIL is accepted."""
+    """MAIL with SIZE= over max_message_size: a refused-message log line (sender, size, reason,
+    client), then 552; the session stays greeted and a smaller MAIL is accepted."""
     session = new_session()
     session.receive(b"EHLO c.example\r\n")
     actions = session.receive(b"MAIL FROM:<a@example.net> SIZE=999999999\r\n")
-    assert actions == [RefusedAtMail("a@example.net", 999_999_999,
-                                     "message size 999999999 exceeds max_message_size 10000"),
-                       Reply(replies.SIZE_EXCEEDED)]
+    assert logged(actions) == ["message - from=<a@example.net> rcpts=0 size=999999999 refused: "
+                               "message size 999999999 exceeds max_message_size 10000 "
+                               "(MAIL from 192.0.2.7)"]
+    assert replies_in(actions) == [replies.SIZE_EXCEEDED]
     assert session.state is State.GREETED
     assert say(session, b"MAIL FROM:<a@example.net> SIZE=10000\r\n") == [replies.SENDER_OK]
 
@@ -204,7 +217,7 @@ def test_quit() -> None:
     session = new_session()
     actions = session.receive(b"QUIT\r\nNOOP\r\n")
     assert actions == [Reply(replies.BYE), Close()]
-    assert session.state is State.CLOSED
+    assert session.state is State.CLOSING
     assert session.receive(b"NOOP\r\n") == []
 
 
@@ -352,7 +365,7 @@ def test_message_handed_over_then_answered_after_delivery() -> None:
     actions = send_message(session)
     assert actions == [MessageData(b"Subject: hi\r\n\r\nHello\r\n"), EndMessage(22)]
     assert session.state is State.DELIVERING
-    assert session.delivery_done(None) == [Reply(replies.queued("QID1"))]
+    assert without_logs(session.delivery_done(None)) == [Reply(replies.queued("QID1"))]
     assert session.state.value == "greeted"
     assert session.messages == 1
 
@@ -365,7 +378,7 @@ def test_delivery_failure(failure: DeliveryFailed, expected: bytes) -> None:
     """A failed delivery is 451 4.3.0 when transient (never 5xx) and 554 when permanent."""
     session = in_transaction()
     send_message(session)
-    assert session.delivery_done(failure) == [Reply(expected)]
+    assert replies_in(session.delivery_done(failure)) == [expected]
     assert session.messages == 0
 
 
@@ -389,7 +402,8 @@ def test_pipelined_data_and_body_in_one_packet() -> None:
     actions = session.receive(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
                               b"body\r\n.\r\nQUIT\r\n")
     assert isinstance(actions[-1], EndMessage)
-    assert session.delivery_done(None) == [Reply(replies.queued("QID1")), Reply(replies.BYE), Close()]
+    assert without_logs(session.delivery_done(None)) == [
+        Reply(replies.queued("QID1")), Reply(replies.BYE), Close()]
 
 
 def test_second_message_on_same_connection() -> None:
@@ -436,7 +450,8 @@ def test_received_header_helo_and_ipv6() -> None:
 def test_idle_timeout() -> None:
     """On timeout the client gets 421 4.4.2 and the connection closes."""
     session = new_session()
-    assert session.timeout() == [Reply(replies.idle_timeout("mx.example.com")), Close()]
+    actions = session.timer_fired(NOW + SETTINGS.idle_timeout)
+    assert without_logs(actions) == [Reply(replies.idle_timeout("mx.example.com")), Close()]
     assert replies.idle_timeout("mx.example.com") == (
         b"421 4.4.2 mx.example.com Idle timeout, closing connection\r\n")
 
@@ -445,8 +460,8 @@ def test_idle_timeout_in_data_drops_message() -> None:
     """A timeout in the middle of DATA drops the half-received message."""
     session = in_transaction()
     session.receive(b"DATA\r\npartial\r\n")
-    actions = session.timeout()
-    assert actions[0] == AbortMessage("idle timeout")
+    actions = session.timer_fired(NOW + SETTINGS.idle_timeout)
+    assert without_logs(actions)[0] == AbortMessage("idle timeout")
     assert actions[-1] == Close()
 
 
@@ -462,7 +477,7 @@ def test_shutdown_finishes_message_first() -> None:
     session.receive(b"DATA\r\nfirst line\r\n")
     assert session.shutdown() == []
     assert isinstance(session.receive(b".\r\nNOOP\r\n")[-1], EndMessage)
-    assert session.delivery_done(None) == [
+    assert without_logs(session.delivery_done(None)) == [
         Reply(replies.queued("QID1")), Reply(replies.SHUTTING_DOWN), Close()]
 
 
@@ -470,7 +485,7 @@ def test_connection_lost_in_data_aborts() -> None:
     """Losing the connection inside DATA drops the message."""
     session = in_transaction()
     session.receive(b"DATA\r\nabc\r\n")
-    assert session.connection_lost() == [AbortMessage("connection lost")]
+    assert without_logs(session.connection_lost()) == [AbortMessage("connection lost")]
     assert session.state is State.CLOSED
 
 

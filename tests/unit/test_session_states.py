@@ -11,6 +11,7 @@ from elemta_smtp.smtp.states import (
     Event,
     State,
     TransitionError,
+    first_state,
     next_state,
     sequence_error,
 )
@@ -78,3 +79,42 @@ def test_forbidden_transitions(state: State, event: Event) -> None:
     assert (state, event) not in TRANSITIONS
     with pytest.raises(TransitionError):
         next_state(state, event)
+
+
+def test_implicit_tls_starts_waiting_for_the_handshake() -> None:
+    """On the implicit-TLS port a connection starts in its own handshake state; the handshake
+    leads to INIT (EHLO needed) and nothing but the handshake or the end leaves that state."""
+    assert first_state(implicit_tls=True) is State.IMPLICIT_TLS_PENDING
+    assert first_state(implicit_tls=False) is State.INIT
+    assert next_state(State.IMPLICIT_TLS_PENDING, Event.TLS_DONE) is State.INIT
+    assert {event for (state, event) in TRANSITIONS if state is State.IMPLICIT_TLS_PENDING} == {
+        Event.TLS_DONE, Event.CLOSE, Event.LOST}
+
+
+def test_starttls_only_from_greeted() -> None:
+    """STARTTLS is a transition of the table: from GREETED only, to TLS_PENDING, whose only
+    ways out are the handshake and the end."""
+    assert {state for (state, event) in TRANSITIONS if event is Event.STARTTLS} == {State.GREETED}
+    assert {event for (state, event) in TRANSITIONS if state is State.TLS_PENDING} == {
+        Event.TLS_DONE, Event.CLOSE, Event.LOST}
+
+
+@pytest.mark.parametrize("state", [s for s in State if s not in (State.CLOSING, State.CLOSED)],
+                         ids=lambda s: s.value)
+def test_the_session_may_close_from_any_open_state(state: State) -> None:
+    """Closing (QUIT, errors, timeouts, shutdown) leads from every open state to CLOSING."""
+    assert next_state(state, Event.CLOSE) is State.CLOSING
+
+
+@pytest.mark.parametrize("state", [s for s in State if s is not State.CLOSED], ids=lambda s: s.value)
+def test_the_connection_may_go_from_any_state(state: State) -> None:
+    """A lost connection leads from every state to CLOSED."""
+    assert next_state(state, Event.LOST) is State.CLOSED
+
+
+def test_closed_is_final_and_closing_only_waits_for_the_end() -> None:
+    """Nothing leaves CLOSED; CLOSING leads only to CLOSED (no second close, no commands)."""
+    assert [event for (state, event) in TRANSITIONS if state is State.CLOSED] == []
+    assert [event for (state, event) in TRANSITIONS if state is State.CLOSING] == [Event.LOST]
+    with pytest.raises(TransitionError):
+        next_state(State.CLOSING, Event.CLOSE)

@@ -1,4 +1,6 @@
-"""The Twisted adapter and connection manager, on StringTransport and task.Clock."""
+"""The Twisted adapter (protocol.py) carrying out the session's actions: replies, the
+sink, the one timer, backpressure, logs; on StringTransport and task.Clock. The
+listener's own tests are in test_smtp_listener.py."""
 
 from __future__ import annotations
 
@@ -17,8 +19,7 @@ from zope.interface import directlyProvides
 from elemta_smtp.net.tcp import set_tcp_nodelay
 from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
-from elemta_smtp.smtp.protocol import PAUSE_INPUT_BYTES
-from elemta_smtp.smtp.session import SessionSettings
+from elemta_smtp.smtp.session import PAUSE_INPUT_BYTES, SessionSettings
 from elemta_smtp.smtp.sink import DeliveryFailed
 
 PEER = IPv4Address("TCP", "192.0.2.7", 40000)
@@ -122,13 +123,6 @@ def test_message_streamed_to_sink_and_acknowledged(harness: Harness) -> None:
     after_354 = out.split(replies.START_MAIL_INPUT)[1]
     assert after_354.startswith(b"250 2.0.0 OK: queued as ")
     assert out.count(b"queued as") == 1
-
-
-def test_no_stock_twisted_starttls_offer_without_tls(harness: Harness) -> None:
-    """Without a TLS creator STARTTLS is neither offered nor accepted, whatever the settings say."""
-    server = SMTPServer(SessionSettings(hostname="mx.example.com", starttls_available=True),
-                        FakeSink(), None, Clock())
-    assert server.settings.starttls_available is False
 
 
 def test_pipelined_input_held_while_delivering_without_pausing() -> None:
@@ -278,20 +272,6 @@ def test_completed_lines_restart_the_command_deadline(harness: Harness) -> None:
     assert transport.connected
 
 
-def test_refused_connection_is_dropped_after_an_idle_period(harness: Harness) -> None:
-    """A connection refused at the cap whose 421 cannot be delivered (a TLS port waiting for a
-    handshake, a client not reading) is aborted after one idle period: no descriptor leak."""
-    harness.connect()
-    harness.connect()
-    stuck = fake_transport()  # never reports connectionLost by itself
-    refused: Any = harness.server.plain_factory().buildProtocol(PEER)
-    refused.makeConnection(stuck)
-    assert take(stuck) == replies.TOO_MANY_CONNECTIONS
-    assert stuck.disconnecting and not stuck.disconnected
-    harness.clock.advance(60)
-    assert stuck.disconnected
-
-
 def test_tls_client_hello_on_the_plain_port_is_told_at_once(harness: Harness) -> None:
     """A TLS ClientHello sent where SMTP is expected gets one 421 naming the mistake and a close,
     not a string of syntax errors until the idle timeout."""
@@ -325,66 +305,6 @@ def test_client_that_never_reads_is_aborted(harness: Harness) -> None:
     assert transport.disconnecting and not transport.disconnected
     harness.clock.advance(60)
     assert transport.disconnected
-
-
-def test_connection_cap(harness: Harness) -> None:
-    """Beyond max_connections a client gets 421 4.7.0 and is closed; a freed slot is reused."""
-    _first, t1 = harness.connect()
-    harness.connect()
-    _, t3 = harness.connect()
-    assert take(t3) == replies.TOO_MANY_CONNECTIONS
-    assert not t3.connected
-    assert harness.server.active_connections == 2
-    t1.loseConnection()
-    _, t4 = harness.connect()
-    assert take(t4) == replies.greeting("mx.example.com")
-
-
-def test_shutdown_without_connections() -> None:
-    """Shutdown with nothing open is done at once, and later clients get 421 4.3.2."""
-    harness = Harness()
-    fired: list[object] = []
-    harness.server.shutdown(30).addCallback(fired.append)
-    assert fired == [None]
-    _, transport = harness.connect()
-    assert take(transport) == replies.SHUTTING_DOWN
-
-
-def test_shutdown_drains_message_in_progress() -> None:
-    """Idle sessions get 421 at once; one inside DATA finishes, gets its 250, then 421."""
-    harness = Harness(auto_commit=False)
-    _idle_protocol, idle = harness.connect()
-    busy_protocol, busy = harness.connect()
-    busy_protocol.dataReceived(ENVELOPE + b"line one\r\n")
-    take(idle), take(busy)
-    fired: list[object] = []
-    harness.server.shutdown(30).addCallback(fired.append)
-    assert take(idle) == replies.SHUTTING_DOWN and not idle.connected
-    assert busy.connected and fired == []
-    busy_protocol.dataReceived(b"line two\r\n.\r\nMAIL FROM:<>\r\n")
-    committed = harness.sink.writers[0].committed
-    assert committed is not None
-    committed.callback(None)
-    out = take(busy)
-    assert out.startswith(b"250 2.0.0 OK: queued as ") and out.endswith(replies.SHUTTING_DOWN)
-    assert replies.SENDER_OK not in out
-    assert fired == [None]
-
-
-def test_shutdown_timeout_drops_the_rest() -> None:
-    """After the shutdown timeout unfinished connections are dropped without acknowledgement."""
-    harness = Harness(auto_commit=False)
-    protocol, transport = harness.connect()
-    protocol.dataReceived(ENVELOPE + b"slow...\r\n")
-    take(transport)
-    fired: list[object] = []
-    harness.server.shutdown(30).addCallback(fired.append)
-    harness.clock.advance(29)
-    assert fired == [] and transport.connected
-    harness.clock.advance(1)
-    assert fired == [None]
-    assert take(transport) == b""
-    assert harness.sink.writers[0].aborted
 
 
 def test_write_backpressure_pauses_reading() -> None:
@@ -473,7 +393,49 @@ def test_logs_message_refused_at_mail_for_its_size(harness: Harness,
         "exceeds max_message_size 5000 (MAIL from 192.0.2.7)")
 
 
-def test_implicit_tls_needs_a_creator(harness: Harness) -> None:
-    """Asking for an implicit-TLS listener without TLS is a clear error."""
-    with pytest.raises(ValueError, match="TLS connection creator"):
-        harness.server.implicit_tls_factory()
+def test_one_timer_not_moved_per_packet(harness: Harness) -> None:
+    """The adapter keeps one timer per connection and does not touch it for each packet
+    (a timer-heap update per read costs CPU): it fires, finds the later deadline, re-arms."""
+    protocol, transport = harness.connect()
+    [timer] = harness.clock.getDelayedCalls()
+    armed_at = timer.getTime()
+    for _ in range(10):
+        harness.clock.advance(5)
+        protocol.dataReceived(b"NOOP\r\n")
+    assert harness.clock.getDelayedCalls() == [timer] and timer.getTime() == armed_at
+    harness.clock.advance(armed_at - harness.clock.seconds())
+    [rearmed] = harness.clock.getDelayedCalls()
+    assert rearmed.getTime() == harness.clock.seconds() - 10 + SETTINGS.idle_timeout
+    assert transport.connected
+
+
+def test_delivery_answered_at_once_keeps_the_session_order_of_pause_and_resume() -> None:
+    """A sink that answers inside the commit call, with more than PAUSE_INPUT_BYTES pipelined
+    behind the message: the pause and the resume are carried out in the session's order, so
+    reading goes on and every command is answered."""
+    harness = Harness(auto_commit=True)
+    protocol, transport = harness.connect()
+    take(transport)
+    count = PAUSE_INPUT_BYTES // 6 + 1
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n" + b"NOOP\r\n" * count)
+    assert transport.producerState == "producing"
+    out = take(transport)
+    assert b"queued as" in out and out.count(replies.OK) == count
+
+
+def test_commit_after_the_connection_is_lost_is_logged_not_answered(
+        events: list[LogEvent]) -> None:
+    """A message whose commit ends after the client left: nothing is written, and its log
+    line says it was not acknowledged."""
+    harness = Harness(auto_commit=False)
+    protocol, transport = harness.connect()
+    protocol.dataReceived(ENVELOPE + BODY + b".\r\n")
+    take(transport)
+    transport.loseConnection()
+    committed = harness.sink.writers[0].committed
+    assert committed is not None
+    committed.callback(None)
+    assert take(transport) == b""
+    [message] = [e for e in events if "queue_id" in e]
+    assert message["result"] == ("queued (connection already lost: not acknowledged, the client "
+                                 "will retry)")

@@ -1,5 +1,6 @@
 """STARTTLS hygiene (RFC 3207, the CVE-2011-0411 class) and implicit TLS, on the
-session and through the real adapter with a real in-memory TLS handshake."""
+session and through the real adapter and elemta's own TLS layer (net/tlslayer.py)
+with a real in-memory TLS handshake."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from elemta_smtp.net.tlslayer import ServerTLSLayer
 from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.actions import Reply, StartTLS
 from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
@@ -34,8 +38,11 @@ INJECTION = b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<bob@example.com>\r\nDATA\
 
 
 def greeted(tls: bool = False) -> Session:
-    session = Session(SETTINGS, "192.0.2.9", tls_active=tls)
+    """A session after EHLO; ``tls``: on the implicit-TLS port, handshake done."""
+    session = Session(SETTINGS, "192.0.2.9", implicit_tls=tls)
     session.start()
+    if tls:
+        session.tls_started("TLSv1.3", "TLS_AES_128_GCM_SHA256")
     session.receive(b"EHLO c.example\r\n")
     return session
 
@@ -44,9 +51,14 @@ def greeted(tls: bool = False) -> Session:
 
 
 def test_starttls_reply_and_action() -> None:
-    """STARTTLS is answered 220 2.0.0 and asks the adapter to start TLS."""
-    assert greeted().receive(b"STARTTLS\r\n") == [Reply(replies.READY_FOR_TLS), StartTLS()]
-    assert replies.READY_FOR_TLS == b"220 2.0.0 Ready to start TLS\r\n"
+    """STARTTLS is answered 220 2.0.0 (RFC 3207, RFC 3463), then the adapter is asked to start TLS."""
+    session = greeted()
+    [reply, start] = session.receive(b"STARTTLS\r\n")
+    assert start == StartTLS()
+    assert isinstance(reply, Reply)
+    assert replies.code(reply.data) == 220
+    assert reply.data.split(b" ")[1] == b"2.0.0"
+    assert session.state is State.TLS_PENDING
 
 
 def test_injected_commands_are_discarded() -> None:
@@ -153,32 +165,36 @@ class Client:
 
 
 class MemoryTransport(StringTransport):
-    """A server transport whose startTLS puts a real TLSMemoryBIOProtocol in
-    front of the protocol, the way twisted.internet._newtls does for TCP."""
+    """A server transport that does on STARTTLS what ``tlslayer.start_tls`` does to a
+    Twisted TCP connection: elemta's ``ServerTLSLayer`` goes under the protocol, the
+    protocol's writes and closes go through it, and what is read goes to it. The
+    producer stays with this transport, as it stays with the TCP connection. Ciphertext
+    is written to ``wire``."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self) -> None:
         super().__init__(peerAddress=PEER)  # type: ignore[no-untyped-call]
-        self.clock = clock
         self.protocol: Any = None
         self.tls_layer: Any = None
         self.wire: Any = StringTransport()  # type: ignore[no-untyped-call]
 
-    def startTLS(self, creator: object, normal: bool = True) -> None:
-        producer, streaming = self.producer, self.streaming
-        if producer is not None:
-            self.unregisterProducer()  # type: ignore[no-untyped-call]
-        factory = TLSMemoryBIOFactory(creator, False, None, clock=self.clock)  # type: ignore[arg-type]
-        self.tls_layer = factory.protocol(factory, self.protocol, False)
-        self.getHandle = self.tls_layer.getHandle
-        self.tls_layer.makeConnection(self.wire)
-        if producer is not None:
-            self.registerProducer(producer, streaming)  # type: ignore[no-untyped-call]
+    def startTLS(self, creator: IOpenSSLServerConnectionCreator, normal: bool = True) -> None:
+        layer = ServerTLSLayer(creator, Protocol())
+        layer.makeConnection(self.wire)  # the SMTP protocol is connected already:
+        layer.wrappedProtocol = self.protocol  # it is put above the layer, not connected again
+        self.tls_layer = layer
+        self.getHandle = layer.getHandle
 
     def write(self, data: bytes) -> None:
         if self.tls_layer is not None:
             self.tls_layer.write(data)
         else:
             super().write(data)  # type: ignore[no-untyped-call]
+
+    def loseConnection(self) -> None:
+        if self.tls_layer is not None:
+            self.tls_layer.loseConnection()
+        else:
+            super().loseConnection()  # type: ignore[no-untyped-call]
 
     def deliver(self, data: bytes) -> None:
         """Bytes from the client; a paused transport would not read them."""
@@ -194,7 +210,6 @@ class MemoryTransport(StringTransport):
         return value
 
     def ciphertext(self) -> bytes:
-        self.clock.advance(0)  # TLSMemoryBIOProtocol sends small writes on the next reactor turn
         value: bytes = self.wire.value()
         self.wire.clear()
         return value
@@ -212,11 +227,11 @@ def pump(client: Client, send: Any, receive: Any) -> None:
             return
 
 
-def plain_connection(sink: FakeSink) -> tuple[SMTPConnection, MemoryTransport]:
-    clock = Clock()
+def plain_connection(sink: FakeSink, clock: Clock | None = None) -> tuple[SMTPConnection, MemoryTransport]:
+    clock = clock or Clock()
     server = SMTPServer(SETTINGS, sink, ServerTLS(), clock)
     connection: Any = server.plain_factory().buildProtocol(PEER)
-    transport = MemoryTransport(clock)
+    transport = MemoryTransport()
     transport.protocol = connection
     connection.makeConnection(transport)
     return connection, transport
@@ -230,6 +245,7 @@ def test_real_starttls_discards_injection_and_resets_state() -> None:
     assert b"250 STARTTLS\r\n" in transport.plaintext()
     transport.deliver(b"STARTTLS\r\n" + INJECTION + b"Subject: forged\r\n\r\n.\r\n")
     assert transport.plaintext() == replies.READY_FOR_TLS
+    assert isinstance(transport.tls_layer, ServerTLSLayer)
     assert transport.producerState == "producing"
     client = Client()
     client.handshake()
@@ -283,3 +299,34 @@ def test_real_implicit_tls() -> None:
     assert server.active_connections == 1
     assert wire.producerState == "producing"
     assert wire.producer is not None  # write backpressure is wired up after the handshake
+
+
+def test_starttls_without_a_handshake_is_dropped_after_the_idle_timeout() -> None:
+    """A client that gets 220 to STARTTLS and never starts the handshake is dropped (no reply:
+    it could only wait for TLS) once idle_timeout has passed since STARTTLS."""
+    clock = Clock()
+    _, transport = plain_connection(FakeSink(), clock)
+    transport.deliver(b"EHLO c.example\r\n")
+    clock.advance(100)
+    transport.deliver(b"STARTTLS\r\n")
+    clock.advance(SETTINGS.idle_timeout - 1)
+    assert not transport.wire.disconnected
+    clock.advance(1)
+    assert transport.wire.disconnected  # aborted through the TLS layer
+    assert transport.ciphertext() == b""
+
+
+def test_implicit_tls_without_a_handshake_is_dropped_after_the_idle_timeout() -> None:
+    """On the implicit-TLS port a client that never starts its handshake is dropped after
+    idle_timeout; its greeting, held for the handshake, is never sent in plaintext."""
+    clock = Clock()
+    server = SMTPServer(SETTINGS, FakeSink(), ServerTLS(), clock)
+    tls_protocol: Any = server.implicit_tls_factory().buildProtocol(PEER)
+    wire: Any = StringTransport(peerAddress=PEER)  # type: ignore[no-untyped-call]
+    tls_protocol.makeConnection(wire)
+    clock.advance(SETTINGS.idle_timeout - 1)
+    assert not wire.disconnected
+    clock.advance(1)
+    assert wire.disconnected and wire.value() == b""
+    tls_protocol.connectionLost(Failure(ConnectionAborted()))  # type: ignore[no-untyped-call]
+    assert server.active_connections == 0
