@@ -1,7 +1,7 @@
 """The one error hierarchy of elemta_smtp: every error a user can see derives from
 ``ElemtaError`` and says what is wrong and what to do. The certificate and cache errors
 live here because both halves (daemon and plugin) and several packages raise them;
-package-specific ones (``ConfigError``, ``DeliveryFailed``, ``MaildirError``,
+package-specific ones (``ConfigError``, ``MaildirError``,
 ``TransitionError`` ...) derive from ``ElemtaError`` in their own modules."""
 
 from __future__ import annotations
@@ -58,3 +58,13 @@ class InvalidCertificate(CacheError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class DeliveryFailed(ElemtaError):
+    """A message could not be stored. ``transient`` errors are answered 451
+    (the client retries later); the message is never half-stored in new/."""
+
+    def __init__(self, reason: str, transient: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient

@@ -103,7 +103,7 @@ class ElemtaService(MultiService):
             self.tls.reload()
         self.sink = MaildirSink(config.delivery.maildir_root, config.server.hostname, reactor)
         starttls = self.tls is not None and config.tls.enable_starttls
-        settings = SessionSettings.from_config(config, starttls_available=starttls)
+        settings = session_settings(config, starttls_available=starttls)
         self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor))
         self.manager: CertManager | None = None
         if config.tls.letsencrypt.enabled and self.tls is not None:
@@ -230,3 +230,21 @@ def install_signal_handlers(service: ElemtaService, reactor: ServiceReactor) -> 
 
     signal.signal(signal.SIGHUP, on_hup)
     signal.signal(signal.SIGINT, cast(Any, reactor).sigInt)
+
+
+def session_settings(config: Config, starttls_available: bool) -> SessionSettings:
+    """The SMTP session's settings from ``config``; ``starttls_available`` says whether a TLS
+    certificate can be offered on the plain port."""
+    server, delivery = config.server, config.delivery
+    return SessionSettings(
+        hostname=server.hostname,
+        max_message_size=server.max_message_size,
+        max_recipients=server.max_recipients,
+        max_errors=server.max_errors,
+        idle_timeout=server.idle_timeout,
+        local_domains=frozenset(delivery.local_domains),
+        local_users=frozenset(delivery.local_users),
+        bare_newline=delivery.bare_newline,
+        starttls_available=starttls_available,
+        max_connections=server.max_connections,
+    )

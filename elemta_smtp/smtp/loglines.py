@@ -17,7 +17,7 @@ from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.actions import BeginMessage, Log
 
 if TYPE_CHECKING:
-    from elemta_smtp.smtp.sink import DeliveryFailed
+    from elemta_smtp.errors import DeliveryFailed
 
 _NOT_ACKNOWLEDGED = " (connection already lost: not acknowledged, the client will retry)"
 

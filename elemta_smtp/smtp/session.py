@@ -46,8 +46,8 @@ from elemta_smtp.smtp.states import (
 )
 
 if TYPE_CHECKING:
+    from elemta_smtp.errors import DeliveryFailed
     from elemta_smtp.smtp.actions import BeginMessage
-    from elemta_smtp.smtp.sink import DeliveryFailed
 
 __all__ = ["PAUSE_INPUT_BYTES", "Action", "Session", "SessionSettings", "State", "new_queue_id"]
 

@@ -1,12 +1,8 @@
-"""The plain values the SMTP session obeys, taken from elemta.toml once."""
+"""The plain values the SMTP session obeys (service.py takes them from elemta.toml once)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from elemta_smtp.config import Config
 
 BARE_NEWLINE_MODES = ("normalize", "reject")
 
@@ -35,21 +31,3 @@ class SessionSettings:
             raise ValueError(f"bare_newline must be one of {BARE_NEWLINE_MODES}, got {self.bare_newline!r}")
         object.__setattr__(self, "local_domains", frozenset(d.lower() for d in self.local_domains))
         object.__setattr__(self, "local_users", frozenset(u.lower() for u in self.local_users))
-
-    @classmethod
-    def from_config(cls, config: Config, starttls_available: bool) -> SessionSettings:
-        """Settings for the listeners built from ``config``; ``starttls_available``
-        says whether a TLS certificate can be offered on the plain port."""
-        server, delivery = config.server, config.delivery
-        return cls(
-            hostname=server.hostname,
-            max_message_size=server.max_message_size,
-            max_recipients=server.max_recipients,
-            max_errors=server.max_errors,
-            idle_timeout=server.idle_timeout,
-            local_domains=frozenset(delivery.local_domains),
-            local_users=frozenset(delivery.local_users),
-            bare_newline=delivery.bare_newline,
-            starttls_available=starttls_available,
-            max_connections=server.max_connections,
-        )

@@ -8,17 +8,9 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-from elemta_smtp.errors import ElemtaError
+from elemta_smtp.errors import DeliveryFailed
 
-
-class DeliveryFailed(ElemtaError):
-    """A message could not be stored. ``transient`` errors are answered 451
-    (the client retries later); the message is never half-stored in new/."""
-
-    def __init__(self, reason: str, transient: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.transient = transient
+__all__ = ["DeliveryFailed", "MessageSink", "MessageWriter"]
 
 
 class MessageWriter(Protocol):

@@ -490,13 +490,14 @@ def test_connection_lost_in_data_aborts() -> None:
 
 
 def test_settings_from_config() -> None:
-    """SessionSettings takes its limits and policy from the parsed elemta.toml."""
+    """The daemon builds SessionSettings from the parsed elemta.toml (service.py)."""
     from elemta_smtp.config import parse_config
+    from elemta_smtp.service import session_settings
 
     config = parse_config('[server]\nhostname = "mx.example.com"\nmax_recipients = 7\n'
                           'max_message_size = "1MB"\n[delivery]\nlocal_domains = ["Example.com"]\n'
                           'local_users = ["Bob"]\nbare_newline = "reject"\n')
-    settings = SessionSettings.from_config(config, starttls_available=True)
+    settings = session_settings(config, starttls_available=True)
     assert settings == SessionSettings(
         hostname="mx.example.com", max_message_size=1_000_000, max_recipients=7, max_errors=20,
         idle_timeout=300.0, local_domains=frozenset({"example.com"}), local_users=frozenset({"bob"}),
