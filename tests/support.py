@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,15 @@ def _nest(doc: tomlkit.TOMLDocument, parts: list[str], table: tomlkit.items.Tabl
     container[parts[-1]] = table
 
 
+def process_gone(pid: int) -> bool:
+    """Has ``pid`` exited (gone, or a zombie nobody reaped yet)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
 def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes]:
     """One HTTP request to 127.0.0.1:``port``: (status, Content-Type, body)."""
     import http.client
@@ -104,6 +114,28 @@ def http_get(port: int, path: str, method: str = "GET") -> tuple[int, str, bytes
         return response.status, response.getheader("Content-Type") or "", response.read()
     finally:
         conn.close()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 15.0,
+               daemon: Daemon | None = None) -> None:
+    """Poll ``condition()`` until it is true (a readiness signal: a file, a log line, a
+    count); fail after ``timeout`` seconds saying ``what`` was awaited, with the daemon's
+    log when one is given."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            log = f":\n{daemon.log()}" if daemon is not None else ""
+            raise AssertionError(f"{what} not seen within {timeout}s{log}")
+        time.sleep(0.02)
+
+
+def client_context() -> ssl.SSLContext:
+    """A TLS client that accepts any certificate (the bootstrap included): for tests of the
+    channel, not of the PKI."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:

@@ -10,14 +10,13 @@ import socket
 import ssl
 import stat
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
 from tests.e2e.pebble import EMAIL, Pebble
-from tests.support import Daemon, Setup, running_daemon
+from tests.support import Setup, running_daemon, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DOMAIN = "mail.example.com"
@@ -63,12 +62,6 @@ def maildir_messages(setup: Setup) -> list[bytes]:
     return [p.read_bytes() for p in sorted(new.iterdir())] if new.is_dir() else []
 
 
-def wait_until(predicate: object, timeout: float, what: str, daemon: Daemon) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout}s:\n{daemon.log()}")
-        time.sleep(0.2)
 
 
 def test_empty_cache_to_served_pebble_certificate(pebble: Pebble, elemta_setup: Setup) -> None:
@@ -86,7 +79,7 @@ def test_empty_cache_to_served_pebble_certificate(pebble: Pebble, elemta_setup: 
         assert_reloaded_once(elemta_setup, daemon.log(), leaf.serial_number)
         assert DOMAIN in leaf.extensions.get_extension_for_class(
             x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
-        wait_until(lambda: maildir_messages(elemta_setup), 30, "the issued notice", daemon)
+        wait_until(lambda: maildir_messages(elemta_setup), "the issued notice", timeout=30, daemon=daemon)
         assert b"Subject: TLS certificate for mail.example.com issued" in \
             maildir_messages(elemta_setup)[0]
         state = elemta_setup.cache_dir / "state.json"
@@ -125,8 +118,8 @@ def test_hanging_certbot_is_killed_and_daemon_keeps_serving(tmp_path: Path,
             assert children == []  # certbot is gone, not orphaned under the daemon
             # the failure is mailed (locally, to [tls.letsencrypt] email) with certbot's reason
             inbox = elemta_setup.maildir_root / "example.com" / "admin" / "new"
-            wait_until(lambda: inbox.is_dir() and any(inbox.iterdir()), 30,
-                       "the acquire-failed notice", daemon)
+            wait_until(lambda: inbox.is_dir() and any(inbox.iterdir()),
+                       "the acquire-failed notice", timeout=30, daemon=daemon)
             [mail] = [p.read_bytes() for p in inbox.iterdir()]
             assert b"Subject: Could not obtain a TLS certificate for mail.example.com" in mail
             assert b"did not finish within" in mail

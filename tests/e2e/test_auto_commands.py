@@ -15,14 +15,8 @@ import pytest
 from elemta_smtp.commands.cert_test import cert_test_main
 from elemta_smtp.config import load_config
 from tests.e2e.pebble import Pebble
-from tests.e2e.test_auto_acquire import (
-    DOMAIN,
-    maildir_messages,
-    served_certificate,
-    wait_until,
-    write_config,
-)
-from tests.support import Daemon, Setup, elemta_command, running_daemon
+from tests.e2e.test_auto_acquire import DOMAIN, maildir_messages, served_certificate, write_config
+from tests.support import Daemon, Setup, elemta_command, running_daemon, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,7 +27,7 @@ def daemon_with_certificate(setup: Setup, pebble: Pebble) -> Iterator[Daemon]:
     write_config(setup, pebble)
     with running_daemon(setup, env={"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}) as daemon:
         daemon.wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
-        wait_until(lambda: len(maildir_messages(setup)) == 1, 30, "the issued notice", daemon)
+        wait_until(lambda: len(maildir_messages(setup)) == 1, "the issued notice", timeout=30, daemon=daemon)
         yield daemon
 
 
@@ -53,7 +47,8 @@ def test_cert_renew_command(pebble: Pebble, elemta_setup: Setup) -> None:
         assert f"renewed: serial {old_hex} -> {new_hex}" in done.stdout
         assert "not after:" in done.stdout
         assert f"serves serial {new_hex}" in done.stdout
-        wait_until(lambda: len(maildir_messages(elemta_setup)) == 2, 30, "renewed notice", daemon)
+        wait_until(lambda: len(maildir_messages(elemta_setup)) == 2,
+                   "renewed notice", timeout=30, daemon=daemon)
         assert b"renewed" in maildir_messages(elemta_setup)[1]
 
 
@@ -69,11 +64,12 @@ def test_timer_route_updates_daemon_and_state(pebble: Pebble, elemta_setup: Setu
         daemon.wait_for_log("SIGHUP: reloading certificates", count=1)
         new = served_certificate(elemta_setup, cafile=pebble.root_path)
         assert new.serial_number != old.serial_number
-        wait_until(lambda: len(maildir_messages(elemta_setup)) == 2, 30, "renewed notice", daemon)
+        wait_until(lambda: len(maildir_messages(elemta_setup)) == 2,
+                   "renewed notice", timeout=30, daemon=daemon)
         # The notice is delivered first and recorded as sent just after: wait for the record.
         state_path = elemta_setup.cache_dir / "state.json"
-        wait_until(lambda: json.loads(state_path.read_text())["outbox"] == [], 30,
-                   "the renewed notice recorded as sent", daemon)
+        wait_until(lambda: json.loads(state_path.read_text())["outbox"] == [],
+                   "the renewed notice recorded as sent", timeout=30, daemon=daemon)
         state = json.loads(state_path.read_text())
         assert state["last_seen"]["serial"] == format(new.serial_number, "x")
         checks = daemon.log().count("certificate check done:")

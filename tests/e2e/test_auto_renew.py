@@ -18,10 +18,9 @@ from tests.e2e.test_auto_acquire import (
     assert_reloaded_once,
     maildir_messages,
     served_certificate,
-    wait_until,
     write_config,
 )
-from tests.support import Setup, running_daemon
+from tests.support import Setup, running_daemon, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -59,8 +58,8 @@ def test_daemon_renews_a_short_certificate_once_on_its_timer(start_pebble: Start
         assert int(left.group(1)) <= int(left.group(2))
         assert "renewal_days = 30 is more than a third of this certificate's" in log
 
-        wait_until(lambda: len(maildir_messages(elemta_setup)) >= 2, 30, "the renewed notice",
-                   daemon)
+        wait_until(lambda: len(maildir_messages(elemta_setup)) >= 2,
+                   "the renewed notice", timeout=30, daemon=daemon)
         messages = maildir_messages(elemta_setup)
         assert b"Subject: TLS certificate for mail.example.com issued" in messages[0]
         assert b"renewed" in messages[1]

@@ -10,8 +10,8 @@ import email.policy
 import pytest
 
 from tests.e2e.conftest import StartPebble
-from tests.e2e.test_auto_acquire import DOMAIN, wait_until, write_config
-from tests.support import Setup, free_port, running_daemon
+from tests.e2e.test_auto_acquire import DOMAIN, write_config
+from tests.support import Setup, free_port, running_daemon, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,8 +34,8 @@ def test_wrong_http_addr_reports_the_cas_detail_and_the_hint(start_pebble: Start
         assert "still serving the self-signed bootstrap certificate" in line
         assert "Saving debug log" not in line
         inbox = elemta_setup.maildir_root / "example.com" / "postmaster" / "new"
-        wait_until(lambda: inbox.is_dir() and any(inbox.iterdir()), 30,
-                   "the acquire-failed notice", daemon)
+        wait_until(lambda: inbox.is_dir() and any(inbox.iterdir()),
+                   "the acquire-failed notice", timeout=30, daemon=daemon)
         [path] = list(inbox.iterdir())
         mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         assert mail["Subject"] == f"Could not obtain a TLS certificate for {DOMAIN}"

@@ -22,8 +22,8 @@ from cryptography import x509
 
 from tests.e2e.conftest import StartPebble
 from tests.e2e.pebble import Pebble
-from tests.e2e.test_auto_acquire import DOMAIN, maildir_messages, served_certificate, wait_until, write_config
-from tests.support import Setup, running_daemon
+from tests.e2e.test_auto_acquire import DOMAIN, maildir_messages, served_certificate, write_config
+from tests.support import Setup, running_daemon, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -72,8 +72,8 @@ def test_daemon_renews_a_lineage_in_certbots_own_folders(start_pebble: StartPebb
         # renewed in the lineage's own folders; elemta's folders were never used
         assert (folders / "config" / "archive" / DOMAIN / "cert2.pem").is_file()
         assert not (elemta_setup.cache_dir / "certbot" / "config" / "renewal").exists()
-        wait_until(lambda: len(maildir_messages(elemta_setup)) >= 1, 30, "the renewed notice",
-                   daemon)
+        wait_until(lambda: len(maildir_messages(elemta_setup)) >= 1,
+                   "the renewed notice", timeout=30, daemon=daemon)
         time.sleep(1)  # a second mail (issued? failed?) would arrive right after
         subjects = [m["Subject"] for m in mails(elemta_setup)]
         assert subjects == [f"TLS certificate for {DOMAIN} renewed"], subjects
@@ -117,7 +117,7 @@ def test_packaged_timer_renews_a_lineage_in_certbots_own_folders(start_pebble: S
         second = served_certificate(elemta_setup, cafile=pebble.root_path)
         assert hexserial(second) == match.group(2)
         assert f"the daemon (pid {daemon.pid}) serves serial {match.group(2)}" in due.stdout
-        wait_until(lambda: len(maildir_messages(elemta_setup)) >= 1, 30, "the renewed notice",
-                   daemon)
+        wait_until(lambda: len(maildir_messages(elemta_setup)) >= 1,
+                   "the renewed notice", timeout=30, daemon=daemon)
         assert [m["Subject"] for m in mails(elemta_setup)] == [
             f"TLS certificate for {DOMAIN} renewed"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from elemta_smtp.smtp import replies
-from tests.support import Daemon, Setup, running_daemon
+from tests.support import Daemon, Setup, client_context, running_daemon
 
 HOST = "127.0.0.1"
 DEADLINE = 10.0  # seconds any single wait may take before the test fails
@@ -94,12 +94,6 @@ class Wire:
         self.sock = context.wrap_socket(self.sock)
 
 
-def client_context() -> ssl.SSLContext:
-    """A TLS client that accepts the bootstrap certificate (we test the channel, not the PKI)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def greeted(port: int, helo: bytes = b"EHLO client.test") -> Wire:
@@ -163,14 +157,6 @@ def all_greeted(port: int, count: int) -> bool:
             wire.close()
 
 
-def wait_until(condition: object, what: str, timeout: float = DEADLINE) -> None:
-    """Poll ``condition()`` until it is true; fail after ``timeout`` seconds."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout}s")
-        time.sleep(0.02)
 
 
 # --- daemons --------------------------------------------------------------------------

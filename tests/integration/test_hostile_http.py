@@ -15,8 +15,8 @@ import pytest
 from elemta_smtp.cache.challenges import MAX_CONNECTIONS, REQUEST_DEADLINE
 from elemta_smtp.net.descriptors import OTHER_DESCRIPTORS
 from elemta_smtp.smtp import replies
-from tests.integration.test_hostile import HOST, greeted, maildir, open_data, wait_until
-from tests.support import Daemon, Setup, running_daemon
+from tests.integration.test_hostile import HOST, greeted, maildir, open_data
+from tests.support import Daemon, Setup, running_daemon, wait_until
 
 CHALLENGE = "/.well-known/acme-challenge/"
 

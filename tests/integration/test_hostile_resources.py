@@ -17,15 +17,13 @@ from tests.integration.test_hostile import (
     HOST,
     Wire,
     all_greeted,
-    client_context,
     greeted,
     maildir,
     open_data,
     reset_peak_rss,
     rss_kib,
-    wait_until,
 )
-from tests.support import Daemon, Setup, running_daemon
+from tests.support import Daemon, Setup, client_context, running_daemon, wait_until
 
 MIB = 1024 * 1024
 LIMIT = "100KB"
@@ -84,7 +82,9 @@ def test_message_over_max_message_size_gets_552_and_is_not_held(daemon: Daemon) 
         assert wire.command(b".") == replies.SIZE_EXCEEDED
         assert wire.command(b"NOOP") == replies.OK
     growth = peak_growth(daemon, before)
-    assert growth < 2 * 1024, f"peak RSS grew {growth} KiB for a 16 MiB message"
+    # a held message would show as its whole 16 MiB; the allocator's own slack for the
+    # 64 KiB reads of a busy (shared, two-core) machine stays well under a quarter of it
+    assert growth < 4 * 1024, f"peak RSS grew {growth} KiB for a 16 MiB message"
     assert maildir(setup, "big") == [] and maildir(setup, "big", "tmp") == []
 
 

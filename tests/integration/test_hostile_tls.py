@@ -12,14 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from elemta_smtp.smtp import replies
-from tests.integration.test_hostile import (
-    Wire,
-    all_greeted,
-    client_context,
-    greeted,
-    wait_until,
-)
-from tests.support import Daemon, Setup, running_daemon
+from tests.integration.test_hostile import Wire, all_greeted, greeted
+from tests.support import Daemon, Setup, client_context, running_daemon, wait_until
 
 IDLE = 2.0
 

@@ -14,8 +14,8 @@ import pytest
 
 from certbot_elemta._internal.webserver import ChallengeServer
 from elemta_smtp.units import Address
-from tests.integration.test_hostile import wait_until
-from tests.unit.test_http01_site import request as daemon_request
+from tests.fakes import http01_request as daemon_request
+from tests.support import wait_until
 
 PREFIX = "/.well-known/acme-challenge/"
 

@@ -9,7 +9,8 @@ import sys
 import time
 
 from elemta_smtp.acme.blocking import run_blocking
-from tests.unit.test_runner import CERTBOT_STDERR, CERTBOT_STDOUT, _gone
+from tests.fakes import CERTBOT_STDERR, CERTBOT_STDOUT
+from tests.support import process_gone as _gone
 
 PY = sys.executable
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import smtplib
 import socket
-import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ import pytest
 
 from tests.support import (
     Setup,
+    client_context,
     elemta_command,
     in_shell,
     running_daemon,
@@ -31,11 +31,6 @@ def port_taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @contextmanager

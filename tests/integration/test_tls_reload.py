@@ -17,17 +17,12 @@ from cryptography import x509
 
 from elemta_smtp.cache import layout, live
 from tests.certs import CA, Leaf, make_ca, make_leaf
-from tests.support import Daemon, Setup, elemta_command, running_daemon
+from tests.support import Daemon, Setup, client_context, elemta_command, running_daemon
 
 DOMAIN = "mail.example.com"
 LOADED = "TLS certificate loaded from"
 
 
-def client_context() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 class SMTPClient:

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from elemta_smtp.acme.http01 import ChallengeSite, http01_site
 from elemta_smtp.cache.challenges import REQUEST_DEADLINE
+from tests.fakes import http01_request
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 ANSWER = TOKEN.encode() + b".thumbprint_-abc"
@@ -33,31 +34,11 @@ def webroot(tmp_path: Path) -> Path:
     return tmp_path / "webroot"
 
 
-def request(webroot: Path, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-    """Send one raw HTTP request to a fresh site; return status, headers, body."""
-    site = http01_site(webroot, reactor=cast(IReactorTime, Clock()))
-    peer = IPv4Address("TCP", "192.0.2.7", 40000)
-    protocol = site.buildProtocol(peer)  # type: ignore[no-untyped-call]
-    assert protocol is not None
-    transport = StringTransport(peerAddress=peer)  # type: ignore[no-untyped-call]
-    protocol.makeConnection(transport)
-    protocol.dataReceived(raw)
-    output: bytes = transport.value()  # type: ignore[no-untyped-call]
-    head, _, body = output.partition(b"\r\n\r\n")
-    status_line, *header_lines = head.split(b"\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    protocol.connectionLost(None)
-    return int(status_line.split()[1]), headers, body
-
-
 def get(webroot: Path, path: str, method: str = "GET") -> tuple[int, dict[bytes, bytes], bytes]:
     raw = f"{method} {path} HTTP/1.1\r\nHost: mail.example.com\r\nConnection: close\r\n"
     if method == "POST":
         raw += "Content-Length: 0\r\n"
-    return request(webroot, (raw + "\r\n").encode())
+    return http01_request(webroot, (raw + "\r\n").encode())
 
 
 @pytest.fixture
@@ -254,7 +235,7 @@ def test_cap_is_asked_at_every_accept(webroot: Path) -> None:
 ])
 def test_http11_needs_exactly_one_host(webroot: Path, raw: bytes, expected: int) -> None:
     """HTTP/1.1 without a Host header, or with two, is 400 (RFC 9112); HTTP/1.0 needs none."""
-    status, headers, _ = request(webroot, raw)
+    status, headers, _ = http01_request(webroot, raw)
     assert status == expected
     if expected == 400:
         assert headers[b"connection"] == b"close"

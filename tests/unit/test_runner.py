@@ -24,42 +24,6 @@ from elemta_smtp.config import parse_config
 PY = sys.executable
 
 
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1].startswith("Z")
-    except FileNotFoundError:
-        return True
-
-
-#: What certbot 5.8 prints when the CA cannot fetch an HTTP-01 answer (seen against Pebble).
-CERTBOT_STDOUT = """Account registered.
-Requesting a certificate for mail.example.com
-
-Certbot failed to authenticate some domains (authenticator: elemta). The Certificate \
-Authority reported these problems:
-  Identifier: mail.example.com
-  Type:   unauthorized
-  Detail: Invalid response from http://mail.example.com/.well-known/acme-challenge/abc: \
-returned 404
-
-Hint: The Certificate Authority could not download the challenge answers from
-http://<domain>/.well-known/acme-challenge/, served by elemta on :80.
-
-"""
-CERTBOT_STDERR = """Saving debug log to /var/lib/elemta/certbot/logs/letsencrypt.log
-Some challenges have failed.
-Ask for help or search for solutions at https://community.letsencrypt.org. See the logfile \
-/var/lib/elemta/certbot/logs/letsencrypt.log or re-run Certbot with -v for more details.
-"""
-
-
 def _config(tmp_path: Path, extra: str = "") -> Any:
     path = tmp_path / "elemta.toml"
     text = ('[tls.letsencrypt]\nenabled = true\ndomain = "mail.example.com"\n'

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from elemta_smtp.smtp import replies
 from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.session import SessionSettings
-from tests.unit.test_smtp_protocol import (
+from tests.fakes import (
     ENVELOPE,
     PEER,
     FakeSink,

@@ -4,98 +4,19 @@ listener's own tests are in test_smtp_listener.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITCPTransport
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from zope.interface import directlyProvides
 
 from elemta_smtp.net.tcp import set_tcp_nodelay
 from elemta_smtp.smtp import replies
-from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
-from elemta_smtp.smtp.session import PAUSE_INPUT_BYTES, SessionSettings
+from elemta_smtp.smtp.session import PAUSE_INPUT_BYTES
 from elemta_smtp.smtp.sink import DeliveryFailed
-
-PEER = IPv4Address("TCP", "192.0.2.7", 40000)
-SETTINGS = SessionSettings(hostname="mx.example.com", max_message_size=5000, idle_timeout=60.0,
-                           local_domains=frozenset({"example.com"}), max_connections=2)
-ENVELOPE = b"EHLO c.example\r\nMAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
-BODY = b"Subject: hi\r\n\r\nHello\r\n"
-
-
-class FakeWriter:
-    def __init__(self, sink: FakeSink, recipients: Sequence[str]) -> None:
-        self.sink = sink
-        self.recipients = tuple(recipients)
-        self.chunks: list[bytes] = []
-        self.committed: Deferred[None] | None = None
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        if self.sink.write_error is not None:
-            raise self.sink.write_error
-        self.chunks.append(data)
-
-    def commit(self) -> Deferred[None]:
-        self.committed = Deferred()
-        if self.sink.auto_commit:
-            self.committed.callback(None)
-        return self.committed
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
-class FakeSink:
-    """An in-memory MessageSink; commits at once unless ``auto_commit`` is False."""
-
-    def __init__(self, auto_commit: bool = True) -> None:
-        self.auto_commit = auto_commit
-        self.writers: list[FakeWriter] = []
-        self.begin_error: Exception | None = None
-        self.write_error: Exception | None = None
-
-    def begin(self, recipients: Sequence[str]) -> FakeWriter:
-        if self.begin_error is not None:
-            raise self.begin_error
-        writer = FakeWriter(self, recipients)
-        self.writers.append(writer)
-        return writer
-
-
-class Harness:
-    def __init__(self, settings: SessionSettings = SETTINGS, auto_commit: bool = True) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.sink = FakeSink(auto_commit)
-        self.server = SMTPServer(settings, self.sink, None, self.clock)
-
-    def connect(self) -> tuple[SMTPConnection, Any]:
-        factory: Any = self.server.plain_factory()
-        protocol = factory.buildProtocol(PEER)
-        assert isinstance(protocol, SMTPConnection)
-        transport = fake_transport(StringTransportWithDisconnection)
-        transport.protocol = protocol
-        wired: Any = protocol
-        wired.makeConnection(transport)
-        return protocol, transport
-
-
-def fake_transport(kind: type[StringTransport] = StringTransport) -> Any:
-    """An in-memory transport (Twisted's test transports are not annotated)."""
-    return kind(peerAddress=PEER)
-
-
-def take(transport: Any) -> bytes:
-    value = transport.value()
-    transport.clear()
-    return bytes(value)
+from tests.fakes import BODY, ENVELOPE, PEER, SETTINGS, Harness, fake_transport, take
 
 
 @pytest.fixture

@@ -4,16 +4,9 @@ with a real in-memory TLS handshake."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -21,7 +14,6 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from elemta_smtp.net.tlslayer import ServerTLSLayer
 from elemta_smtp.smtp import replies
@@ -29,7 +21,7 @@ from elemta_smtp.smtp.actions import Reply, StartTLS
 from elemta_smtp.smtp.listener import SMTPConnection, SMTPServer
 from elemta_smtp.smtp.session import Session, SessionSettings
 from elemta_smtp.smtp.states import State
-from tests.unit.test_smtp_protocol import FakeSink
+from tests.fakes import Client, FakeSink, ServerTLS
 
 PEER = IPv4Address("TCP", "192.0.2.9", 40001)
 SETTINGS = SessionSettings(hostname="mx.example.com", local_domains=frozenset({"example.com"}),
@@ -106,62 +98,6 @@ def test_starttls_when_not_available() -> None:
 
 
 # --- a real TLS handshake through the adapter --------------------------------------------
-
-
-@implementer(IOpenSSLServerConnectionCreator)
-class ServerTLS:
-    """An IOpenSSLServerConnectionCreator with a fresh self-signed ECDSA certificate."""
-
-    def __init__(self) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.example.com")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("mx.example.com")]), critical=False)
-                .sign(key, hashes.SHA256()))
-        self.context = SSL.Context(SSL.TLS_METHOD)
-        self.context.use_certificate(cert)
-        self.context.use_privatekey(key)
-
-    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        return SSL.Connection(self.context, None)
-
-
-class Client:
-    """A TLS client on memory BIOs (pyOpenSSL), not verifying the test certificate."""
-
-    def __init__(self) -> None:
-        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-        context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
-        self.tls = SSL.Connection(context, None)
-        self.tls.set_connect_state()
-        self.received = b""
-
-    def handshake(self) -> None:
-        with contextlib.suppress(SSL.WantReadError):
-            self.tls.do_handshake()
-
-    def outgoing(self) -> bytes:
-        try:
-            return self.tls.bio_read(1 << 20)
-        except SSL.WantReadError:
-            return b""
-
-    def incoming(self, data: bytes) -> None:
-        if data:
-            self.tls.bio_write(data)
-        self.handshake()
-        while True:
-            try:
-                self.received += self.tls.recv(1 << 20)
-            except (SSL.WantReadError, SSL.ZeroReturnError):
-                return
-
-    def send(self, data: bytes) -> None:
-        self.tls.send(data)
 
 
 class MemoryTransport(StringTransport):

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from elemta_smtp.net.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls, write_and_close
-from tests.unit.test_starttls import Client, ServerTLS
+from tests.fakes import Client, ServerTLS
 
 GREETING = b"220 mx.example.com ESMTP\r\n"
 
