@@ -18,9 +18,16 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IReactorTime
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLServerConnectionCreator,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from elemta_smtp.acme.http01 import http01_site
@@ -165,6 +172,37 @@ class TLSClient:
 
 #: the name the SMTP/TLS tests used first
 Client = TLSClient
+
+
+# --- an application above a TLS layer --------------------------------------------
+
+GREETING = b"220 mx.example.com ESMTP\r\n"
+
+
+@implementer(IHandshakeListener)
+class App(Protocol):
+    """Records what the TLS layer hands the application; greets like an SMTP server."""
+
+    transport: Any
+
+    def __init__(self, greet: bool = True) -> None:
+        self.greet = greet
+        self.received: list[bytes] = []
+        self.handshakes = 0
+        self.lost: Failure | None = None
+
+    def connectionMade(self) -> None:
+        if self.greet:
+            self.transport.write(GREETING)
+
+    def handshakeCompleted(self) -> None:
+        self.handshakes += 1
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
+        self.lost = reason
 
 
 # --- the HTTP-01 site ----------------------------------------------------------------

@@ -3,50 +3,17 @@ early writes, pipelined records, close_notify, TLS errors, producers, STARTTLS."
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
 from OpenSSL import SSL
-from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from elemta_smtp.net.tlslayer import ServerTLSFactory, ServerTLSLayer, start_tls, write_and_close
-from tests.fakes import Client, ServerTLS
-
-GREETING = b"220 mx.example.com ESMTP\r\n"
-
-
-@implementer(IHandshakeListener)
-class App(Protocol):
-    """Records what the TLS layer hands the application; greets like an SMTP server."""
-
-    transport: Any
-
-    def __init__(self, greet: bool = True) -> None:
-        self.greet = greet
-        self.received: list[bytes] = []
-        self.handshakes = 0
-        self.lost: Failure | None = None
-
-    def connectionMade(self) -> None:
-        if self.greet:
-            self.transport.write(GREETING)
-
-    def handshakeCompleted(self) -> None:
-        self.handshakes += 1
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure = ConnectionDone) -> None:  # type: ignore[assignment]
-        self.lost = reason
+from elemta_smtp.net.tlslayer import ServerTLSFactory, start_tls, write_and_close
+from tests.fakes import GREETING, App, Client, ServerTLS
 
 
 class CountingTransport(StringTransport):
@@ -235,46 +202,6 @@ def test_addresses_come_from_below(link: Link) -> None:
     """getPeer/getHost are the TCP connection's."""
     assert link.layer.getPeer() == link.wire.getPeer()
     assert link.layer.getHost() == link.wire.getHost()
-
-
-# --- STARTTLS on a real TCP connection object ------------------------------------------
-
-
-@pytest.fixture
-def sockets() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    b.settimeout(5)
-    yield a, b
-    a.close()
-    b.close()
-
-
-def test_start_tls_switches_a_tcp_connection(sockets: tuple[socket.socket, socket.socket]) -> None:
-    """start_tls puts the layer under the protocol, marks the connection TLS, and sends ciphertext only."""
-    server_sock, client_sock = sockets
-    app = App(greet=False)
-    conn: Any = tcp.Connection(server_sock, app, MemoryReactor())  # type: ignore[no-untyped-call]
-    conn.connected = True
-    app.makeConnection(conn)  # type: ignore[no-untyped-call]
-    start_tls(conn, ServerTLS())
-    assert conn.TLS and isinstance(conn.protocol, ServerTLSLayer)
-    assert ISSLTransport.providedBy(cast(object, conn))
-    conn.write(b"250 after the handshake\r\n")  # routed through the layer and held
-    client = Client()
-    client.handshake()
-    conn.protocol.dataReceived(client.outgoing())
-    for _ in range(5):
-        client.incoming(client_sock.recv(65536))
-        out = client.outgoing()
-        if not out:
-            break
-        conn.protocol.dataReceived(out)
-    assert app.handshakes == 1
-    assert conn.getHandle().get_protocol_version_name() == "TLSv1.3"
-    assert client.received == b"250 after the handshake\r\n"
-    client.send(b"EHLO c.example\r\n")
-    conn.protocol.dataReceived(client.outgoing())
-    assert app.received == [b"EHLO c.example\r\n"]
 
 
 def test_start_tls_on_other_transports_uses_theirs() -> None:
