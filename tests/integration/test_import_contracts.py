@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 #: What certbot_elemta may import from elemta_smtp (the house plan: config reading, the
 #: cache contract, the daemon handle).
-PLUGIN_MAY_IMPORT = {"config", "schema", "units", "errors", "cache", "daemon"}
+PLUGIN_MAY_IMPORT = {"config", "tomlread", "schema", "units", "errors", "cache", "daemon"}
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
