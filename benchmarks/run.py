@@ -33,6 +33,7 @@ from benchmarks.servers import (
     can_make_filesystems,
     count_delivered,
     fresh_folder,
+    is_checkout_server,
     running_server,
 )
 from benchmarks.stats import Measurement, check_targets, format_table, measure, summarize
@@ -43,7 +44,7 @@ SETTLE_SECONDS = 0.2  # let the server finish closing connections before reading
 def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         items = [t.strip() for t in text.split(",") if t.strip()]
-        bad = [t for t in items if t not in choices]
+        bad = [t for t in items if t not in choices and not is_checkout_server(t)]
         if bad or not items:
             raise argparse.ArgumentTypeError(
                 f"{','.join(bad) or 'nothing'}: choose from {','.join(choices)}")
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated (default {','.join(MODES)})")
     p.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS),
                    help=f"comma-separated; the first is the baseline of the ratios "
-                        f"(default {','.join(SERVERS)})")
+                        f"(default {','.join(SERVERS)}); elemta@DIR runs the elemta of another "
+                        "checkout (e.g. a git worktree of an older commit) in the same run")
     p.add_argument("--warmup", type=int, default=5,
                    help="unmeasured messages per client per mode after each server start (default 5)")
     p.add_argument("--fresh-fs", action="store_true",

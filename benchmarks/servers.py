@@ -115,9 +115,15 @@ def fresh_folder(path: Path, loop_image_bytes: int = 0) -> Iterator[Path]:
         image.unlink(missing_ok=True)
 
 
+def is_checkout_server(name: str) -> bool:
+    """``elemta@DIR``: the elemta of another checkout, to compare two versions in one run."""
+    base, at, folder = name.partition("@")
+    return base == "elemta" and bool(at) and (Path(folder) / "elemta_smtp" / "__main__.py").is_file()
+
+
 def _command(name: str, workdir: Path, maildir: Path, cert: Path, key: Path
              ) -> tuple[list[str], int, int, str]:
-    if name == "elemta":
+    if name == "elemta" or is_checkout_server(name):
         setup = Setup(root=workdir)
         setup.write({
             "delivery": {"maildir_root": str(maildir)},
@@ -141,10 +147,12 @@ def running_server(name: str, workdir: Path, maildir: Path, cert: Path, key: Pat
     afterwards (SIGTERM, then SIGKILL)."""
     workdir.mkdir(parents=True, exist_ok=True)
     command, plain, tls, ready = _command(name, workdir, maildir, cert, key)
-    log_path = workdir / f"{name}.log"
+    log_path = workdir / f"{name.replace('/', '_')}.log"
+    # `python -m` looks in its working folder first: elemta@DIR runs DIR's elemta_smtp
+    cwd = Path(name.partition("@")[2]) if is_checkout_server(name) else REPO_ROOT
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=REPO_ROOT, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
     server = RunningServer(name, process, plain, tls, maildir, log_path)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
