@@ -92,7 +92,8 @@ def test_handler_error_is_logged_and_the_reactor_keeps_serving(reactor: Any) -> 
         spin(reactor, lambda: [r for r in reactor.getReaders() if r is not reactor.waker] == [port])
     finally:
         globalLogPublisher.removeObserver(observer)
-        port.stopListening()
+        stopped = port.stopListening()  # closes the socket on a later turn of this reactor
+        spin(reactor, lambda: stopped.called)
     failures = [e for e in events if isinstance(e.get("failure"), Failure)]
     assert len(failures) == 1
     assert failures[0]["failure"].check(RuntimeError)
