@@ -212,10 +212,9 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
     if sts.enabled and le["https_addr"] is None:
         problem("mta_sts.enabled", 'needs the HTTPS listener, but [tls.letsencrypt] https_addr is "": '
                 'set it (default ":443"; senders fetch the policy on port 443) or disable [mta_sts]')
-    if not t["enabled"] and (sts.enabled or le["challenge"] == "tls-alpn-01"):
-        what = "[mta_sts] enabled" if sts.enabled else 'challenge = "tls-alpn-01"'
-        problem("tls.enabled", f"is false, but {what} needs the HTTPS listener, which needs TLS: "
-                "set [tls] enabled = true")
+    if not t["enabled"] and sts.enabled:
+        problem("tls.enabled", "is false, but [mta_sts] enabled needs the HTTPS listener, which "
+                "needs TLS: set [tls] enabled = true")
     if le["enabled"] and not le["email"]:
         problem("tls.letsencrypt.email", "is required when [tls.letsencrypt] enabled = true: "
                 "the CA sends expiry warnings there and elemta mails its notices there")

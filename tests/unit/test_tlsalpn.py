@@ -79,7 +79,8 @@ def test_validation_cache_reuses_and_is_bounded() -> None:
     ([b"acme-tls/1"], "other.example.com", AlpnChoice(
         refuse="acme-tls/1 for other.example.com, which has no pending TLS-ALPN-01 challenge")),
     ([b"acme-tls/1"], None, AlpnChoice(refuse="acme-tls/1 without a server name (SNI)")),
-    ([b"http/1.1", b"acme-tls/1"], "mail.example.com", AlpnChoice(b"acme-tls/1", "mail.example.com", KEY_AUTHZ)),
+    ([b"http/1.1", b"acme-tls/1"], "mail.example.com",
+     AlpnChoice(b"acme-tls/1", "mail.example.com", KEY_AUTHZ)),
     ([b"h2", b"http/1.1"], "mail.example.com", AlpnChoice(b"http/1.1")),
     ([b"h2"], "mail.example.com", AlpnChoice()),
 ])
