@@ -49,6 +49,11 @@ def test_challenge_class_is_registered_and_answers_with_an_empty_payload() -> No
         "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY.")
 
 
+def own_listener(responder: TLSALPN01Responder) -> AlpnServer | None:
+    """The plugin's own listener, if it started one."""
+    return responder.server
+
+
 def plugin_for(root: Root, extra: str = "", *args: str) -> object:
     root.write(CONFIG.format(root=root.path, http_port=9) + extra)
     return root.plugin(*args)
@@ -78,14 +83,14 @@ def test_plugin_answers_itself_while_no_daemon_listens(tmp_path: Path) -> None:
     answer = layout.tls_alpn_dir(tmp_path / "cache") / "mail.example.com"
     assert answer.read_text() == achall.chall.key_authorization(ACCOUNT_KEY)
     assert stat.S_IMODE(answer.stat().st_mode) == 0o644
-    assert responder.server is not None
+    assert own_listener(responder) is not None
     cert = fetch_validation("127.0.0.1", port, "mail.example.com")
     assert validates(cert, "mail.example.com", answer.read_bytes()) is None
     with pytest.raises(ssl.SSLError):  # anything else: a failed handshake
         fetch_validation("127.0.0.1", port, "other.example.com")
     responder.cleanup([achall])
     assert not answer.exists()
-    assert responder.server is None
+    assert own_listener(responder) is None
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
 
