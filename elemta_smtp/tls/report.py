@@ -39,7 +39,7 @@ from elemta_smtp.tls.sources import (
 from elemta_smtp.units import time_left, whole_days
 
 __all__ = ["CertInfo", "Details", "ProbeResult", "certificate_report", "name_report",
-           "nothing_served", "probe_daemon_serial", "report_problems", "with_probes"]
+           "nothing_served", "probe_daemon_serial", "report_problems", "tlsa_digests", "with_probes"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,19 @@ def tlsa_records(cert: x509.Certificate, presented: Iterable[str] | None = None)
     wanted = None if presented is None else set(presented)
     return tuple(f"_25._tcp.{n}. IN TLSA 3 1 1 {digest}" for n in dns_names(cert)
                  if not n.startswith("*") and (wanted is None or n in wanted))
+
+
+def tlsa_digests(infos: Sequence[CertInfo]) -> dict[str, str]:
+    """For each name a real (not bootstrap) certificate is presented for: the SHA-256 of its
+    public key, as in its TLSA records (``elemta dns records``)."""
+    found: dict[str, str] = {}
+    for info in infos:
+        if info.details is None or info.is_bootstrap:
+            continue
+        for record in info.details.tlsa:
+            owner, *_, digest = record.split()
+            found[owner.removeprefix("_25._tcp.").rstrip(".")] = digest
+    return found
 
 
 def describe(bundle: CertificateBundle, now: datetime) -> Details:
