@@ -164,7 +164,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
     # --- installer ---------------------------------------------------------
 
     def get_all_names(self) -> set[str]:
-        return {self.elemta.tls.letsencrypt.domain, self.elemta.server.hostname}
+        return {*self.elemta.tls.letsencrypt.names, self.elemta.server.hostname}
 
     # Every way in installs through one path: deploy_cert (run, install) and renew_deploy
     # (renew) check the certificate and queue it; restart() (called last in every flow, and
