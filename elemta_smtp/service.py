@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.acme.https import https_factory, https_wanted
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.cache import layout
@@ -123,7 +124,19 @@ class ElemtaService(MultiService):
             site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
                                IReactorTime(self.reactor), self.http_connection_cap)
             found.append(("HTTP-01", http_addr, site))
+        https_addr = config.tls.letsencrypt.https_addr
+        if https_wanted(config) and self.tls is not None and https_addr is not None:
+            factory = https_factory(config, self.tls,
+                                    layout.tls_alpn_dir(config.tls.letsencrypt.cache_dir),
+                                    reactor=IReactorTime(self.reactor),
+                                    max_connections=self.http_connection_cap)
+            found.append(("HTTPS (TLS-ALPN-01, MTA-STS)", https_addr, factory))
         return found
+
+    def _http_listeners(self) -> int:
+        """How many HTTP listeners share the descriptors left after SMTP's reserve."""
+        return ((self.config.tls.letsencrypt.http_addr is not None)
+                + (self.tls is not None and https_wanted(self.config)))
 
     def privilegedStartService(self) -> None:
         check_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)
@@ -134,16 +147,18 @@ class ElemtaService(MultiService):
             log.info("listening for {what} on {host}:{port}", what=what,
                      host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
         self.open_at_start = descriptors.open_descriptors()
-        if self.config.tls.letsencrypt.http_addr is not None:
+        if self._http_listeners():
             self._check_http_budget()
         super().privilegedStartService()
 
     def http_connection_cap(self) -> int:
-        """HTTP-01 connections allowed open at once now (asked at each accept): the
-        listener's own cap, lowered so that SMTP's reserve of descriptors stays free."""
+        """Connections one HTTP listener (HTTP-01, HTTPS) may have open at once now (asked
+        at each accept): the listener's own cap, lowered so that SMTP's reserve of
+        descriptors stays free; two listeners share what is left."""
+        listeners = max(1, self._http_listeners())
         return descriptors.http_connection_cap(
             descriptors.open_files_limit(), self.open_at_start,
-            self.config.server.max_connections, HTTP_MAX_CONNECTIONS)
+            self.config.server.max_connections, HTTP_MAX_CONNECTIONS * listeners) // listeners
 
     def _check_http_budget(self) -> None:
         """Say at start when the open-files limit squeezes the HTTP-01 listener."""
@@ -152,7 +167,7 @@ class ElemtaService(MultiService):
             return
         limit = descriptors.open_files_limit()
         needed = descriptors.needed_limit(self.open_at_start, self.config.server.max_connections,
-                                          HTTP_MAX_CONNECTIONS)
+                                          HTTP_MAX_CONNECTIONS * max(1, self._http_listeners()))
         fields = {"limit": limit, "open": self.open_at_start, "needed": needed,
                   "smtp": self.config.server.max_connections,
                   "other": descriptors.OTHER_DESCRIPTORS, "cap": cap}

@@ -82,8 +82,9 @@ class ChallengeChannel(http.HTTPChannel):
     def _deadline_passed(self) -> None:
         self._deadline = None
         transport: Any = self.transport
-        log.debug("http-01: dropping {client}: still open after {deadline:g}s",
-                  client=_host(transport.getPeer()), deadline=self.site.deadline)
+        log.debug("{label}: dropping {client}: still open after {deadline:g}s",
+                  label=self.site.label, client=_host(transport.getPeer()),
+                  deadline=self.site.deadline)
         transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -106,6 +107,7 @@ class ChallengeSite(Site):
 
     noisy = False
     displayTracebacks = False
+    label = "http-01"  # the listener's name in log lines
     protocol = ChallengeChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2 wrapper
 
     def __init__(self, resource: Resource, reactor: IReactorTime | None,
@@ -120,14 +122,14 @@ class ChallengeSite(Site):
         cap = self.max_connections()
         if self.open >= cap:
             if self._refused == 0:
-                log.warn("http-01 listener full ({open} connections open, at most {cap}): "
+                log.warn("{label} listener full ({open} connections open, at most {cap}): "
                          "refusing new connections until some close",
-                         open=self.open, cap=cap)
+                         label=self.label, open=self.open, cap=cap)
             self._refused += 1
             return None
         if self._refused:
-            log.info("http-01 listener accepting again ({refused} connections refused meanwhile)",
-                     refused=self._refused)
+            log.info("{label} listener accepting again ({refused} connections refused meanwhile)",
+                     label=self.label, refused=self._refused)
             self._refused = 0
         channel: ChallengeChannel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         return channel

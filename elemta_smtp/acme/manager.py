@@ -33,6 +33,8 @@ from elemta_smtp.acme.renewal import (
     cap_sentence,
     decide_renewal,
     format_span,
+    mismatch_sentence,
+    name_mismatch,
     retry_delay,
 )
 from elemta_smtp.acme.runner import (
@@ -104,6 +106,7 @@ class CertManager(Service):
         self._renew = _Retry()
         self._force_next_acquire = False
         self._capped_logged: set[str] = set()
+        self._mismatch_logged: set[str] = set()
         self._blocked_logged: set[tuple[str, str]] = set()
         self._user = user if user is not None else current_user()
         self._notices_again = False
@@ -190,11 +193,23 @@ class CertManager(Service):
     # --- the check ---
 
     def _current(self) -> CertFacts | None:
-        """The certificate served for the domain if it is real and not expired."""
+        """The certificate served for the domain if it is real, not expired, and has exactly
+        the configured names (``[tls.letsencrypt] names``); a certificate whose names differ
+        is replaced by a new one (said once per certificate)."""
+        le = self.config.tls.letsencrypt
         facts = self._served()
         if facts is None or facts.is_bootstrap:
             return None
-        if not facts.covers(self.config.tls.letsencrypt.domain) or facts.not_after <= self.now():
+        if not facts.covers(le.domain) or facts.not_after <= self.now():
+            return None
+        missing, extra = name_mismatch(facts, le.names)
+        if missing or extra:
+            self._force_next_acquire = True  # certbot may hold a lineage with these names
+            if facts.serial not in self._mismatch_logged:
+                self._mismatch_logged.add(facts.serial)
+                log.info("{sentence}: obtaining a new certificate for {names}",
+                         sentence=mismatch_sentence(facts, missing, extra),
+                         names=", ".join(le.names))
             return None
         return facts
 
@@ -234,8 +249,9 @@ class CertManager(Service):
     async def _obtain(self) -> None:
         le = self.config.tls.letsencrypt
         attempt = self._acquire.failures + 1
-        log.info("obtaining a certificate for {domain} from {server} (attempt {attempt})",
-                 domain=le.domain, server=le.acme_directory, attempt=attempt)
+        log.info("obtaining a certificate for {names} from {server} (attempt {attempt})",
+                 names=", ".join(le.names), server=le.acme_directory, attempt=attempt,
+                 domain=le.domain)
         kwargs: dict[str, Any] = {"force": self._force_next_acquire}
         if self._python:
             kwargs["python"] = self._python
@@ -270,7 +286,7 @@ class CertManager(Service):
         if self._acquire.failures == 1:  # mailed once per run of failures, not at every retry
             self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
-                kind="acquire-failed", at=self.now(), names=(le.domain,), reason=reason))
+                kind="acquire-failed", at=self.now(), names=le.names, reason=reason))
         log.error("could not obtain a certificate for {domain}: {reason}; still serving {served}; "
                   "retrying in {delay} (certbot's log: {logs})",
                   domain=le.domain, reason=_one_line(reason), served=self._describe_served(),

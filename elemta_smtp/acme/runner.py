@@ -256,11 +256,14 @@ def _base(lineage: Lineage, python: str) -> list[str]:
 def certonly_command(config: Config, python: str = sys.executable,
                      dry_run: bool = False, force: bool = False) -> list[str]:
     """``certbot certonly`` with the elemta authenticator and installer, into elemta's
-    own certbot folders."""
+    own certbot folders, for every name of ``[tls.letsencrypt] names`` (one lineage named
+    after the domain; a changed name set replaces its certificate). The challenge type
+    follows [tls.letsencrypt] challenge through the plugin, which reads elemta.toml."""
     le = config.tls.letsencrypt
     lineage = own_lineage(le.cache_dir, cert_name(config))
     command = [*_base(lineage, python), "certonly", "-a", "elemta", "-i", "elemta",
-               "--elemta-config", str(_config_path(config)), "-d", le.domain,
+               "--elemta-config", str(_config_path(config)),
+               *(arg for name in le.names for arg in ("-d", name)),
                "--cert-name", lineage.cert_name, "--server", le.acme_directory,
                "-m", le.email, "--agree-tos", "--key-type", le.key_type]
     if dry_run:
