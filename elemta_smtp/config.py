@@ -59,7 +59,7 @@ class LetsEncryptConfig(NamedTuple):
     staging: bool
     directory_url: str
     http_addr: Address | None
-    key_type: str  # "ecdsa" | "rsa"
+    key_type: str  # "ecdsa" | "rsa" | "ecdsa+rsa" (two certificates, both served)
     https_addr: Address | None
     challenge: str  # "http-01" | "tls-alpn-01"
     extra_names: tuple[str, ...]
@@ -73,6 +73,19 @@ class LetsEncryptConfig(NamedTuple):
         if self.directory_url:
             return self.directory_url
         return LETSENCRYPT_STAGING if self.staging else LETSENCRYPT_PRODUCTION
+
+
+    @property
+    def key_types(self) -> tuple[str, ...]:
+        """The key types of the certificates elemta keeps: ("ecdsa",), ("rsa",) or, for
+        "ecdsa+rsa", ("ecdsa", "rsa") (the first is the one in live/<domain>.pem)."""
+        return tuple(self.key_type.split("+"))
+
+
+class DaneConfig(NamedTuple):
+    enabled: bool  # keys never change without a staged rollover
+    check_dns: bool  # compare the published TLSA records with the served key at every check
+    resolver: str  # "host:port" of the DNS server for those checks; "" = the system's
 
 
 class RenewalConfig(NamedTuple):
@@ -90,6 +103,7 @@ class TLSConfig(NamedTuple):
     key_file: Path | None
     letsencrypt: LetsEncryptConfig
     renewal: RenewalConfig
+    dane: DaneConfig = DaneConfig(False, False, "")
 
 
 class NotifyConfig(NamedTuple):
@@ -267,6 +281,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
                 names=names,
             ),
             renewal=RenewalConfig(**rn),
+            dane=DaneConfig(**v["tls.dane"]),
         ),
         notify=NotifyConfig(
             recipients=tuple(r for r in n["recipients"] if r) or ((le["email"],) if le["email"] else ()),

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from elemta_smtp.acme.http01 import http01_site
 from elemta_smtp.acme.https import https_factory, https_wanted
 from elemta_smtp.acme.manager import CertManager
-from elemta_smtp.acme.wiring import DaemonReactor, build_manager
+from elemta_smtp.acme.wiring import DaemonReactor, build_managers
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.config import Config
@@ -106,10 +106,12 @@ class ElemtaService(MultiService):
         starttls = self.tls is not None and config.tls.enable_starttls
         settings = session_settings(config, starttls_available=starttls)
         self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor))
-        self.manager: CertManager | None = None
+        self.managers: list[CertManager] = []  # one per certificate: key_type "ecdsa+rsa" has two
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            self.manager = build_manager(config, self.tls, reactor)
-            self.manager.setServiceParent(self)
+            self.managers = build_managers(config, self.tls, reactor)
+            for manager in self.managers:
+                manager.setServiceParent(self)
+        self.manager: CertManager | None = self.managers[0] if self.managers else None
 
     def _listeners(self) -> list[tuple[str, Address, IProtocolFactory]]:
         config = self.config
@@ -210,8 +212,8 @@ class ElemtaService(MultiService):
         log.info("SIGHUP: reloading certificates")
         if self.tls is not None:
             self.tls.reload()
-        if self.manager is not None:
-            self.manager.after_reload()
+        for manager in self.managers:
+            manager.after_reload()
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred[Any], Any, None]:

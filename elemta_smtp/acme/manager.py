@@ -9,6 +9,11 @@ Every check (at start, then every ``check_interval``, sooner while retrying):
    ``certbot renew`` under ``renewal_timeout``; a failure is queued for mailing.
 3. Notices: plan (pure, ``notices.plan``), save state, mail, record what went.
 
+Renewal is due by ``renewal_days`` (``renewal.decide_renewal``) or by the CA's renewal
+window (ARI, ``ariwatch.py``); with ``[tls.dane] check_dns`` the published TLSA records are
+compared with the served key before the notices (``danewatch.py``). One manager looks
+after one certificate (``slots.Slot``): with key_type = "ecdsa+rsa" the daemon runs two.
+
 Renewal runs before the notice check, so a healthy renewal never produces an
 expiry warning. After a SIGHUP reload the daemon calls ``after_reload`` which
 runs step 3 only: a renewal done by a systemd timer or ``elemta cert renew``
@@ -27,6 +32,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from elemta_smtp.acme.ariwatch import AriSource, AriStep
+from elemta_smtp.acme.danewatch import DaneStep, DaneWatch
+from elemta_smtp.acme.keywatch import KeyStep
+from elemta_smtp.acme.notices import DEFAULT_WHAT
 from elemta_smtp.acme.notifier import NoticeMailer, Notifier
 from elemta_smtp.acme.renewal import (
     CertFacts,
@@ -41,10 +50,10 @@ from elemta_smtp.acme.runner import (
     Cancellable,
     Clock,
     RunResult,
-    cert_name,
     certonly_command,
     renew_command,
 )
+from elemta_smtp.acme.slots import KEY_WORDS, Slot, primary
 from elemta_smtp.cache.layout import state_path
 from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
 from elemta_smtp.cache.state import Event
@@ -90,15 +99,25 @@ class CertManager(Service):
     def __init__(self, config: Config, served: Callable[[], CertFacts | None], clock: Clock,
                  runner: Runner, mailer: NoticeMailer, *,
                  reload: Callable[[], object] | None = None,
-                 python: str | None = None, user: User | None = None) -> None:
+                 python: str | None = None, user: User | None = None,
+                 slot: Slot | None = None, ari: AriSource | None = None,
+                 dane: DaneWatch | None = None) -> None:
         self.config = config
+        self.slot = slot if slot is not None else primary(config)
         self._served = served
         self._clock = clock
         self._runner = runner
         self._mailer = mailer
         self._reload = reload
         self._python = python
-        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir), mailer)
+        what = f"{KEY_WORDS[self.slot.key_type]} {DEFAULT_WHAT}" if self.slot.variant \
+            else DEFAULT_WHAT
+        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir, self.slot.variant),
+                                 mailer, what)
+        self._ari = AriStep(config, self.slot, ari)
+        self._dane = DaneStep(config, self.slot, dane, self._notices)
+        self._keys = KeyStep(config, self.slot, self._notices)
+        self._wake: float | None = None  # clock seconds: check again then (an ARI moment)
         self._next: Cancellable | None = None
         self._busy: Deferred[None] | None = None
         self._running: Deferred[RunResult] | None = None
@@ -121,6 +140,7 @@ class CertManager(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._notices.load()
+        self._ari.load()
         current = self._current()
         if current is not None and self.config.tls.renewal.auto_renew:
             self._renewal_blocked(current)  # said at start, not first at renewal time
@@ -228,8 +248,12 @@ class CertManager(Service):
                     next_delay = min(interval, max(wait, 1.0))
             elif self.config.tls.renewal.auto_renew:
                 await self._maybe_renew(current)
+            await self._dane.check(self._current(), self.now())
             await self._notify()
         finally:
+            wake, self._wake = self._wake, None
+            if wake is not None:
+                next_delay = min(next_delay, max(wake - self._clock.seconds(), 1.0))
             self._schedule(next_delay)
 
     def _run(self, argv: list[str]) -> Deferred[RunResult]:
@@ -255,8 +279,13 @@ class CertManager(Service):
         kwargs: dict[str, Any] = {"force": self._force_next_acquire}
         if self._python:
             kwargs["python"] = self._python
+        if self._keys.rollover_first(self.now()):
+            self._acquire.not_before = self._clock.seconds() + \
+                self.config.tls.renewal.check_interval
+            return
         try:
-            argv = certonly_command(self.config, **kwargs)
+            argv = certonly_command(self.config, lineage_name=self.slot.cert_name,
+                                    key_type=self.slot.key_type, **kwargs)
         except ValueError as exc:
             delay = self._acquire.failed(self._clock.seconds())
             log.error("cannot obtain a certificate for {domain}: {reason}; retrying in {delay}",
@@ -301,17 +330,29 @@ class CertManager(Service):
             self._capped_logged.add(current.serial)
             sentence = cap_sentence(renewal.renewal_days, current.lifetime)
             log.info("{sentence}", sentence=sentence)
-        if not decision.due or self._clock.seconds() < self._renew.not_before:
+        by_ca = await self._ari.decide(current, now)
+        if by_ca.moment is not None and not by_ca.due:
+            self._wake = self._clock.seconds() + (by_ca.moment - now).total_seconds()
+        key_args = self._keys.args(current, now)
+        if not (decision.due or by_ca.due) or self._clock.seconds() < self._renew.not_before:
             return
         domain = self.config.tls.letsencrypt.domain
         lineage = self._lineage(current)
         if self._renewal_blocked(current, lineage):
             return
-        log.info("renewing the certificate for {domain} (serial {serial}): {left} left, renewal "
-                 "window {window}", domain=domain, serial=current.serial,
-                 left=format_span(decision.remaining), window=format_span(decision.window))
+        if by_ca.due and not decision.due and by_ca.window is not None:
+            log.info("renewing the {what} for {domain} (serial {serial}): the CA's renewal window "
+                     "(ARI) {start} .. {end} has begun ({left} left)", what=self.slot.what,
+                     domain=domain, serial=current.serial, start=by_ca.window.start.isoformat(),
+                     end=by_ca.window.end.isoformat(), left=format_span(decision.remaining))
+        else:
+            log.info("renewing the {what} for {domain} (serial {serial}): {left} left, renewal "
+                     "window {window}", what=self.slot.what, domain=domain, serial=current.serial,
+                     left=format_span(decision.remaining), window=format_span(decision.window))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
-        result = await self._run(renew_command(self.config, lineage, **kwargs))
+        # certbot draws its own moment in the CA's window: when ours has come, force it
+        result = await self._run(renew_command(self.config, lineage, force=by_ca.due,
+                                               key_args=key_args, **kwargs))
         if result.ok:
             self._refresh()
             after = self._current()
@@ -355,7 +396,7 @@ class CertManager(Service):
     def _lineage(self, current: CertFacts) -> Lineage:
         """The certbot lineage the served certificate was installed from."""
         return lineage_for(self.config.tls.letsencrypt.cache_dir, current.names,
-                           cert_name(self.config))
+                           self.slot.cert_name, self.slot.variant)
 
     def _renewal_blocked(self, current: CertFacts, lineage: Lineage | None = None) -> bool:
         """Can this process not renew ``current`` (certbot's folders are another user's)?
@@ -379,6 +420,7 @@ class CertManager(Service):
         an admin (and a test) can wait for after every check and every SIGHUP."""
         facts = self._served()
         renewal = self.config.tls.renewal
+        self._dane.announce(facts, self.now())
         due = await self._notices.send_due(facts, self.now(), renewal.renewal_days,
                                            renewal.auto_renew)
         log.info("certificate check done: {served}; {due}", served=self._describe_served(),
