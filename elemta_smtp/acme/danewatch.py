@@ -52,9 +52,9 @@ class DaneStep:
             return
         names = facts.names if facts is not None and not facts.is_bootstrap else le.names
         hosts = mx_hosts(self._config, names)
-        lines = [f"{record_line(h, rollover.current)}    ; current key, keep"
+        lines = [f"  {record_line(h, rollover.current)}    ; current key, keep"
                  for h in hosts if rollover.current]
-        lines += [f"{record_line(h, rollover.next)}    ; next key, ADD" for h in hosts]
+        lines += [f"  {record_line(h, rollover.next)}    ; next key, ADD" for h in hosts]
         if self._notifier.add_once(Event(
                 id=f"dane-next-key:{rollover.next.split()[-1]}", kind="dane-next-key", at=now,
                 names=tuple(names), serial=facts.serial if facts else "",
