@@ -104,6 +104,8 @@ class CertManager(Service):
                  dane: DaneWatch | None = None) -> None:
         self.config = config
         self.slot = slot if slot is not None else primary(config)
+        if self.slot.variant:  # a service name is unique among its parent's services
+            self.name = f"certificate-manager-{self.slot.variant}"
         self._served = served
         self._clock = clock
         self._runner = runner
@@ -298,8 +300,8 @@ class CertManager(Service):
             if current is not None:
                 self._acquire.reset()
                 self._force_next_acquire = False
-                log.info("certificate for {domain} obtained: serial {serial}, valid until "
-                         "{not_after}", domain=le.domain, serial=current.serial,
+                log.info("{what} for {domain} obtained: serial {serial}, valid until "
+                         "{not_after}", what=self.slot.what, domain=le.domain, serial=current.serial,
                          not_after=current.not_after.isoformat())
                 self._notices.add(Event(
                     id=f"issued:{current.serial}", kind="issued", at=self.now(),
@@ -316,8 +318,8 @@ class CertManager(Service):
             self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
                 kind="acquire-failed", at=self.now(), names=le.names, reason=reason))
-        log.error("could not obtain a certificate for {domain}: {reason}; still serving {served}; "
-                  "retrying in {delay} (certbot's log: {logs})",
+        log.error("could not obtain a {what} for {domain}: {reason}; still serving {served}; "
+                  "retrying in {delay} (certbot's log: {logs})", what=self.slot.what,
                   domain=le.domain, reason=_one_line(reason), served=self._describe_served(),
                   delay=format_span(timedelta(seconds=delay)),
                   logs=str(le.cache_dir / "certbot" / "logs" / "letsencrypt.log"))
@@ -358,8 +360,9 @@ class CertManager(Service):
             after = self._current()
             if after is not None and after.serial != current.serial:
                 self._renew.reset()
-                log.info("certificate for {domain} renewed: serial {old} -> {new}, valid until "
-                         "{not_after}", domain=domain, old=current.serial, new=after.serial,
+                log.info("{what} for {domain} renewed: serial {old} -> {new}, valid until "
+                         "{not_after}", what=self.slot.what, domain=domain, old=current.serial,
+                         new=after.serial,
                          not_after=after.not_after.isoformat())
                 return
             reason = (f"certbot renew --cert-name {lineage.cert_name} --config-dir "
@@ -369,8 +372,9 @@ class CertManager(Service):
         else:
             reason = result.reason
         delay = self._renew.failed(self._clock.seconds(), at_least=renewal.check_interval)
-        log.error("renewal of the certificate for {domain} failed: {reason}; still serving serial "
-                  "{serial} (expires {not_after}); next attempt in {delay}", domain=domain,
+        log.error("renewal of the {what} for {domain} failed: {reason}; still serving serial "
+                  "{serial} (expires {not_after}); next attempt in {delay}", what=self.slot.what,
+                  domain=domain,
                   reason=_one_line(reason), serial=current.serial,
                   not_after=current.not_after.isoformat(),
                   delay=format_span(timedelta(seconds=delay)))
