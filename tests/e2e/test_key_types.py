@@ -5,6 +5,7 @@ takes only ECDSA the ECDSA one, each with its own chain."""
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import subprocess
@@ -13,9 +14,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.dnsserver import ZoneResolver, running_dns_server
 from tests.e2e.conftest import StartPebble
 from tests.e2e.pebble import Pebble
 from tests.e2e.test_auto_acquire import DOMAIN, served_certificate, write_config
+from tests.e2e.test_dane import elemta, tlsa, write_dane_config, zone
 from tests.support import Setup, running_daemon
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -98,3 +101,32 @@ def test_ecdsa_and_rsa_served_side_by_side(pebble: Pebble, elemta_setup: Setup) 
         # a client taking both gets the ECDSA certificate (the first)
         default = served_certificate(elemta_setup, cafile=pebble.root_path)
         assert default.serial_number == by_ecdsa.serial_number
+
+
+def test_rsa_companion_with_dane_comes_through_a_rollover(pebble: Pebble,
+                                                           elemta_setup: Setup) -> None:
+    """With [tls.dane] enabled, key_type = "ecdsa+rsa" does not serve an RSA key nobody
+    published: the daemon obtains the ECDSA certificate only and says why; a staged rollover
+    then brings the RSA certificate with the key whose record was published first."""
+    resolver = ZoneResolver(zone())
+    with running_dns_server(resolver) as port:
+        write_dane_config(elemta_setup, pebble, resolver=f"127.0.0.1:{port}")
+        with_key_type(elemta_setup, "ecdsa+rsa")
+        env = {"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
+        with running_daemon(elemta_setup, env=env) as daemon:
+            daemon.wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
+            daemon.wait_for_log("is not obtained by the daemon while [tls.dane] is enabled")
+            assert not (elemta_setup.cache_dir / "live" / f"{DOMAIN}.rsa.pem").exists()
+            current = tlsa(served_certificate(elemta_setup, cafile=pebble.root_path))
+            started = elemta(elemta_setup, pebble, "dane", "rollover", "start")
+            assert started.returncode == 0, started.stdout + started.stderr
+            following = re.findall(r"IN TLSA (3 1 1 [0-9a-f]{64})    ; next key, ADD",
+                                   started.stdout)
+            assert len(following) == 2, started.stdout
+            resolver.set_zone(zone(current, *following))
+            done = elemta(elemta_setup, pebble, "dane", "rollover", "finish")
+            assert done.returncode == 0, done.stdout + done.stderr
+            by_rsa = handshake_tls12(elemta_setup, pebble, "ECDHE-RSA-AES128-GCM-SHA256")
+            by_ecdsa = handshake_tls12(elemta_setup, pebble, "ECDHE-ECDSA-AES128-GCM-SHA256")
+            assert isinstance(by_rsa.public_key(), rsa.RSAPublicKey)
+            assert sorted([tlsa(by_ecdsa), tlsa(by_rsa)]) == sorted(following)
