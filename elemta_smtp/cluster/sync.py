@@ -29,7 +29,7 @@ log = Logger(namespace="elemta.cluster")
 @dataclass(frozen=True)
 class Outcome:
     """What became of one published certificate here. ``what``: "absent" (nothing
-    published), "current" (already served), "older" (ours is newer: kept), "rejected"
+    published), "ours" (this node published it), "current" (already served), "older" (ours is newer: kept), "rejected"
     (invalid: ``reason``), "installed" (``path``)."""
 
     what: str
@@ -47,12 +47,15 @@ def local_facts(cache_dir: Path, name: str) -> live.Installed | None:
         return None
 
 
-def install(store: Store, cache_dir: Path, name: str, now: datetime) -> Outcome:
+def install(store: Store, cache_dir: Path, name: str, now: datetime, node: str) -> Outcome:
     """Fetch what is published for ``name`` and install it if it is newer than ours and
-    valid. Blocking: runs in a worker thread."""
+    valid; what this ``node`` published itself its own certbot installs. Blocking: runs in
+    a worker thread."""
     published = store.fetch_certificate(name)
     if published is None:
         return Outcome("absent")
+    if published.node == node:
+        return Outcome("ours", published)
     local = local_facts(cache_dir, name)
     here = local.serial if local is not None else ""
     if local is not None and local.serial == published.serial.lower():
@@ -135,7 +138,8 @@ class CertificateSync(Service):
 
     def sync(self, name: str) -> Deferred[Outcome | None]:
         """Fetch and, if newer and valid, install the certificate published for ``name``."""
-        done = self._link.call(install, self._store, self._cache_dir, name, self._now())
+        done = self._link.call(install, self._store, self._cache_dir, name, self._now(),
+                               self._link.node)
         return done.addCallback(self._report, name).addErrback(self._quiet)
 
     def _report(self, outcome: Outcome, name: str) -> Outcome:
