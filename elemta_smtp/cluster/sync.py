@@ -58,7 +58,7 @@ def install(store: Store, cache_dir: Path, name: str, now: datetime, node: str) 
         return Outcome("ours", published)
     local = local_facts(cache_dir, name)
     here = local.serial if local is not None else ""
-    if local is not None and local.serial == published.serial.lower():
+    if local is not None and _same_file(local.path, published.pem):
         return Outcome("current", published, local_serial=here)
     try:
         _path, bundle = live.check_published(cache_dir, name, published.pem, published.serial, now)
@@ -70,6 +70,13 @@ def install(store: Store, cache_dir: Path, name: str, now: datetime, node: str) 
     except CacheError as exc:
         return Outcome("rejected", published, reason=str(exc), local_serial=here)
     return Outcome("installed", published, path=path, local_serial=here)
+
+
+def _same_file(path: Path, pem: bytes) -> bool:
+    try:
+        return live.read_bytes(path) == pem
+    except CacheError:
+        return False
 
 
 def offer(store: Store, cache_dir: Path, name: str, node: str) -> bool:
@@ -103,7 +110,7 @@ class CertificateSync(Service):
         self._now = now
         self._installed = installed
         self._known: dict[str, str] = {}  # name -> the published serial last handled
-        self._said: set[tuple[str, str, str]] = set()  # (what, name, serial) logged once
+        self._said: set[tuple[str, str, str]] = set()  # (what, name, serial/fence) said once
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
@@ -154,7 +161,7 @@ class CertificateSync(Service):
                      "{serial} (fencing token {fence}) into {path}; reloading",
                      path=str(outcome.path), **fields)
             self._installed()
-        elif self._once(outcome.what, name, published.serial):
+        elif self._once(outcome.what, name, f"{published.serial}/{published.fence}"):
             if outcome.what == "rejected":
                 log.error("cluster: the certificate for {name} published by {node} (serial "
                           "{serial}, fencing token {fence}) is rejected, not installed; still "
@@ -165,8 +172,8 @@ class CertificateSync(Service):
                          "ours", **fields)
         return outcome
 
-    def _once(self, what: str, name: str, serial: str) -> bool:
-        key = (what, name, serial)
+    def _once(self, what: str, name: str, version: str) -> bool:
+        key = (what, name, version)
         if key in self._said:
             return False
         self._said.add(key)
