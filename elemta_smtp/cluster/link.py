@@ -25,17 +25,25 @@ class ThreadReactor(Protocol):
     def callFromThread(self, f: Callable[..., Any], /, *args: object) -> None: ...
 
 
+class Pool(Protocol):
+    """What ``Link`` uses of a thread pool (``net.workers.WorkerThreads``)."""
+
+    def callInThreadWithCallback(self, onResult: Callable[[bool, Any], object] | None,
+                                 func: Callable[[], object]) -> None: ...
+    def stop(self) -> None: ...
+
+
 class Link:
     """Calls into ``store`` from worker threads; ``up`` is None until the first answer,
     then True or False. ``on_back`` callables run (in the reactor) when Redis answers again
     after it was unreachable."""
 
     def __init__(self, where: str, node: str, reactor: ThreadReactor,
-                 pool: WorkerThreads | None = None) -> None:
+                 pool: Pool | None = None) -> None:
         self.where = where
         self.node = node
         self._reactor = reactor
-        self._pool = pool or WorkerThreads(THREADS, name="elemta-redis")
+        self._pool: Pool = pool or WorkerThreads(THREADS, name="elemta-redis")
         self.up: bool | None = None
         self.on_back: list[Callable[[], object]] = []
 

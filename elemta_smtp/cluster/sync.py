@@ -29,8 +29,8 @@ log = Logger(namespace="elemta.cluster")
 @dataclass(frozen=True)
 class Outcome:
     """What became of one published certificate here. ``what``: "absent" (nothing
-    published), "ours" (this node published it), "current" (already served), "older" (ours is newer: kept), "rejected"
-    (invalid: ``reason``), "installed" (``path``)."""
+    published), "ours" (this node published it), "current" (already served), "older"
+    (ours is newer: kept), "rejected" (invalid: ``reason``), "installed" (``path``)."""
 
     what: str
     published: Published | None = None

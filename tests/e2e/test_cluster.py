@@ -137,14 +137,16 @@ def test_lock_holder_killed_while_certbot_runs(start_pebble: StartPebble,
     with start_nodes(setups, redis_server, env, first=0, lease_ms=lease * 1000) as cluster:
         victim = cluster.node(0)
         victim.wait_for_log("acme#info] obtaining a certificate for", timeout=30)
+        wait_until(lambda: _children_of(victim.pid), "the certbot it runs", timeout=10)
         certbot = _children_of(victim.pid)
         victim.process.send_signal(signal.SIGKILL)
         victim.process.wait()
         killed_at = time.monotonic()
         cluster.daemons[0] = None
         assert "holds the issuance lock for mail.example.com (fencing token 1" in victim.log()
-        for pid in certbot:  # its certbot ends with it (PR_SET_PDEATHSIG), not orphaned
-            wait_until(lambda pid=pid: process_gone(pid), f"certbot {pid} ending", timeout=15)
+        # its certbot ends with it (PR_SET_PDEATHSIG), not orphaned
+        wait_until(lambda: all(process_gone(pid) for pid in certbot), "its certbot ending",
+                   timeout=15)
 
         wait_until(lambda: cluster.count(f"certificate for {DOMAIN} obtained") == 1,
                    "another node completing the issuance", timeout=lease + 60)
