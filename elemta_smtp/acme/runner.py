@@ -44,6 +44,10 @@ log = Logger(namespace="elemta.acme.runner")
 #: cluster lease nobody renews), then exec the command. The wrapper runs as the parent's
 #: user, so it can always start; only the command runs as the other user.
 _SPAWN = """import os, sys
+try:
+    import ctypes, signal  # before setuid: the other user may not read this Python's files
+except ImportError:
+    ctypes = None
 parent = os.getppid()
 os.setsid()
 uid, gid = sys.argv[1:3]
@@ -55,9 +59,8 @@ if uid != "-":
     except KeyError:
         os.setgroups([int(gid)])
     os.setuid(int(uid))
-if sys.platform == "linux":
-    import ctypes, signal
-    try:
+if sys.platform == "linux" and ctypes is not None:
+    try:  # after setuid, which clears it
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
