@@ -62,6 +62,7 @@ def test_a_valid_newer_certificate_is_installed_0600(store: MemoryStore, ca: CA,
     ("wrong serial", "published as serial"),
     ("other name", "not mail.example.com"),
     ("key of another", "does not belong"),
+    ("our serial, another key", "does not belong"),
     ("garbage", "no PEM data"),
 ])
 def test_a_bad_certificate_is_refused_and_ours_kept(store: MemoryStore, ca: CA, tmp_path: Path,
@@ -75,8 +76,10 @@ def test_a_bad_certificate_is_refused_and_ours_kept(store: MemoryStore, ca: CA, 
                     not_after=utcnow() - timedelta(days=1)) if case == "expired" else \
         make_leaf(ca, ["other.example.com"] if case == "other name" else [NAME])
     pem = {"key of another": ours.key_pem + bad.fullchain_pem,
+           "our serial, another key": bad.key_pem + ours.fullchain_pem,
            "garbage": b"not a certificate"}.get(case, bad.combined_pem)
-    store.publish_certificate(NAME, pem, format(bad.serial + (case == "wrong serial"), "x"),
+    serial = ours.serial if case.startswith("our serial") else bad.serial
+    store.publish_certificate(NAME, pem, format(serial + (case == "wrong serial"), "x"),
                               "mx2", None)
     outcome = install(store, tmp_path, NAME, utcnow(), "mx1")
     assert outcome.what == "rejected" and reason in outcome.reason, outcome
