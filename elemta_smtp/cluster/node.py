@@ -1,0 +1,87 @@
+"""This daemon as a node of the cluster: the store, the line to it, the subscription,
+the certificate sync, the issuance lock and the notice claims, started and stopped with
+the daemon."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from elemta_smtp.cache.redis_store import RedisStore, open_store
+from elemta_smtp.cache.store import StoreUnavailable
+from elemta_smtp.cluster.claims import NoticeClaims
+from elemta_smtp.cluster.issuance import ClusterIssuance
+from elemta_smtp.cluster.link import Link, ThreadReactor
+from elemta_smtp.cluster.subscriber import Subscriber
+from elemta_smtp.cluster.sync import CertificateSync
+from elemta_smtp.config import Config
+
+log = Logger(namespace="elemta.cluster")
+
+
+def node_name(config: Config, pid: int | None = None) -> str:
+    """``[cluster] node_name``, else ``<[server] hostname>:<pid>``."""
+    return config.cluster.node_name or f"{config.server.hostname}:{os.getpid() if pid is None else pid}"
+
+
+class ClusterNode(MultiService):
+    """Built by the daemon when ``[cluster] redis_url`` is set. ``installed`` runs after a
+    certificate published by another node was written into ``live/`` (reload TLS, then
+    the notice check); ``on_back`` hooks run when Redis answers again after an outage."""
+
+    def __init__(self, config: Config, reactor: ThreadReactor, clock: IReactorTime, *,
+                 now: Callable[[], datetime], installed: Callable[[], object],
+                 store: RedisStore | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        cluster = config.cluster
+        self.node = node_name(config)
+        self.store = store or open_store(cluster.redis_url, cluster.key_prefix,
+                                         cluster.password_file)
+        self.link = Link(self.store.where, self.node, reactor)
+        le = config.tls.letsencrypt
+        self.sync = CertificateSync(self.link, self.store, le.cache_dir, le.domain,
+                                    clock=clock, interval=cluster.sync_interval, now=now,
+                                    installed=installed)
+        self.sync.setServiceParent(self)  # type: ignore[no-untyped-call]
+        self.issuance = ClusterIssuance(self.link, self.store, self.node,
+                                        lease=cluster.lock_lease, clock=clock,
+                                        catch_up=self.sync.sync)
+        self.claims = NoticeClaims(self.link, self.store, self.node)
+        self.subscriber = Subscriber(self.store, reactor, self.sync.sync, self._subscribed)
+        self.link.on_back.append(self.sync.check_all)
+
+    def _subscribed(self, ok: bool, reason: str) -> None:
+        if ok:
+            self.link.reached()
+            self.sync.check_all()  # catch up on what was published while unsubscribed
+        else:
+            self.link.unreachable(reason)
+
+    def startService(self) -> None:
+        log.info("cluster: node {node}, Redis at {where}, key prefix {prefix!r}",
+                 node=self.node, where=self.store.where, prefix=self.store.prefix)
+        super().startService()  # type: ignore[no-untyped-call]
+        self.subscriber.start()
+
+    def stopService(self) -> Deferred[None]:
+        self.subscriber.stop()
+        done: Deferred[None] = super().stopService()  # type: ignore[no-untyped-call]
+        self.link.stop()
+        self.store.close()
+        return done
+
+    def challenge_answer(self, kind: str, key: str) -> Deferred[bytes | None]:
+        """The shared answer of a challenge (None when there is none or Redis is down)."""
+        done = self.link.call(self.store.get_challenge, kind, key)
+
+        def unreachable(failure: Failure) -> None:
+            failure.trap(StoreUnavailable)  # type: ignore[no-untyped-call]
+
+        return done.addErrback(unreachable)
