@@ -10,6 +10,7 @@ run by hand publishes under a new fencing token, superseding any issuance in fli
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from certbot import errors
 
 from elemta_smtp.cache.redis_store import RedisStore, open_store
-from elemta_smtp.cache.store import StoreUnavailable, lease_from_env
+from elemta_smtp.cache.store import CHALLENGE_TTL, StoreUnavailable, lease_from_env
 from elemta_smtp.config import Config
 from elemta_smtp.errors import CacheError
 
@@ -31,6 +32,45 @@ def shared_store(elemta: Config) -> RedisStore | None:
         return open_store(cluster.redis_url, cluster.key_prefix, cluster.password_file)
     except CacheError as exc:
         raise errors.PluginError(f"Could not use the cluster's Redis: {exc}.") from exc
+
+
+logger = logging.getLogger(__name__)
+
+
+class SharedAnswers:
+    """Challenge answers put where every host of the cluster finds them (HTTP-01 by token,
+    TLS-ALPN-01 by name), and removed again; nothing at all on a single host."""
+
+    def __init__(self, store: RedisStore | None) -> None:
+        self.store = store
+
+    def share(self, kind: str, key: str, value: str) -> None:
+        """``PluginError`` when Redis cannot be reached: the CA may ask any host."""
+        if self.store is None:
+            return
+        try:
+            self.store.put_challenge(kind, key, value.encode("ascii"), CHALLENGE_TTL)
+        except StoreUnavailable as exc:
+            raise errors.PluginError(unreachable(
+                self.store, exc, f"share the {kind.upper()} answer",
+                "The CA may ask any host of the cluster, and the others could not answer.")) \
+                from exc
+
+    def unshare(self, kind: str, key: str) -> None:
+        """Remove a shared answer; one Redis cannot remove now expires by itself."""
+        if self.store is None:
+            return
+        try:
+            self.store.delete_challenge(kind, key)
+        except StoreUnavailable as exc:
+            logger.warning("Could not remove the %s answer %s from the cluster's Redis at %s "
+                           "(%s); it expires within %d minutes.", kind.upper(), key,
+                           self.store.where, exc.reason, CHALLENGE_TTL // 60)
+
+    def close(self) -> None:
+        """Close the connection (it reconnects if another round of challenges comes)."""
+        if self.store is not None:
+            self.store.close()
 
 
 def unreachable(store: RedisStore, exc: StoreUnavailable, doing: str, instead: str) -> str:

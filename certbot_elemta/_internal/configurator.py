@@ -137,7 +137,8 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
             responses.update(zip(http, self._http01.perform(http), strict=True))
         if alpn:
             if self._tlsalpn01 is None:
-                self._tlsalpn01 = TLSALPN01Responder(le.cache_dir, le.https_addr)
+                self._tlsalpn01 = TLSALPN01Responder(le.cache_dir, le.https_addr,
+                                                     shared=cluster.shared_store(self.elemta))
             responses.update(zip(alpn, self._tlsalpn01.perform(alpn), strict=True))
         return [responses[a] for a in achalls]
 

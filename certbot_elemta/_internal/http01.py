@@ -20,12 +20,11 @@ from acme import challenges
 from certbot import achallenges, errors
 
 from certbot_elemta._internal import constants
-from certbot_elemta._internal.cluster import unreachable
+from certbot_elemta._internal.cluster import SharedAnswers
 from certbot_elemta._internal.webserver import ChallengeServer
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import PATH_PREFIX, fetch_answer, remove_answer, write_answer
 from elemta_smtp.cache.redis_store import RedisStore
-from elemta_smtp.cache.store import CHALLENGE_TTL, StoreUnavailable
 from elemta_smtp.errors import CacheError, ChallengeError
 from elemta_smtp.units import Address
 
@@ -66,7 +65,7 @@ class HTTP01Responder:
                  server_factory: ServerFactory = ChallengeServer,
                  shared: RedisStore | None = None) -> None:
         self.cache_dir = cache_dir
-        self.shared = shared
+        self.shared = SharedAnswers(shared)
         self.http_addr = http_addr
         self.challenge_dir = layout.challenge_dir(cache_dir)
         self._server_factory = server_factory
@@ -89,7 +88,7 @@ class HTTP01Responder:
                 self._written[achall] = write_answer(self.challenge_dir, token, validation)
             except ChallengeError as exc:
                 raise errors.PluginError(str(exc)) from exc
-            self._share(token, validation)
+            self.shared.share("http-01", token, validation)
             responses.append(response)
             logger.debug("Wrote HTTP-01 answer for %s to %s", achall.identifier.value,
                          self._written[achall])
@@ -103,19 +102,6 @@ class HTTP01Responder:
         for achall in achalls:
             self._self_check(achall)
         return responses
-
-    def _share(self, token: str, validation: str) -> None:
-        """Put the answer where every host of the cluster finds it."""
-        if self.shared is None:
-            return
-        try:
-            self.shared.put_challenge("http-01", token, validation.encode("ascii"),
-                                      CHALLENGE_TTL)
-        except StoreUnavailable as exc:
-            raise errors.PluginError(unreachable(
-                self.shared, exc, "share the HTTP-01 answer",
-                "The CA may ask any host of the cluster, and the others could not answer.")) \
-                from exc
 
     def _self_check(self, achall: achallenges.AnnotatedChallenge) -> None:
         assert self.http_addr is not None
@@ -132,25 +118,15 @@ class HTTP01Responder:
         if problem:
             raise errors.PluginError(problem)
 
-    def _unshare(self, token: str) -> None:
-        if self.shared is None:
-            return
-        try:
-            self.shared.delete_challenge("http-01", token)
-        except StoreUnavailable as exc:  # it expires by itself
-            logger.warning("Could not remove the HTTP-01 answer %s from the cluster's Redis at "
-                           "%s (%s); it expires within %d minutes.", token, self.shared.where,
-                           exc.reason, CHALLENGE_TTL // 60)
-
     def cleanup(self, achalls: Sequence[achallenges.AnnotatedChallenge]) -> None:
         """Remove the answers of ``achalls``; stop our own listener once none are left."""
         for achall in achalls:
             path = self._written.pop(achall, None)
             if path is not None:
                 remove_answer(path)
-                self._unshare(path.name)
+                self.shared.unshare("http-01", path.name)
         if not self._written and self.server is not None:
             self.server.stop()
             self.server = None
-        if not self._written and self.shared is not None:
-            self.shared.close()  # it reconnects if another round of challenges comes
+        if not self._written:
+            self.shared.close()

@@ -9,6 +9,9 @@ Keys, all under ``[cluster] key_prefix`` (default ``elemta:``)::
     certs                    set: the names under cert:
     notice:<key>             the node that claimed (and mails) the notice, expires
     channel certificates     a message "<name>" whenever cert:<name> changes
+    channel challenges       "put <type> <key>" / "delete <type> <key>" for every answer
+                             shared or removed (TLS-ALPN-01 answers must be on each node's
+                             disk before the CA connects: the ALPN callback cannot wait)
 
 Renewing and releasing the lock, and publishing under a fencing token, are Lua scripts:
 compare and set in one step, so a holder whose lease expired can neither extend nor end
@@ -42,6 +45,7 @@ from elemta_smtp.schema import mask_password
 #: counts as unreachable: a slow Redis must not stall an issuance check for long.
 SOCKET_TIMEOUT = 3.0
 CHANNEL = "certificates"
+CHALLENGE_CHANNEL = "challenges"
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -111,6 +115,7 @@ class RedisStore:
         self.where = mask_password(url)
         self.prefix = prefix
         self.channel = prefix + CHANNEL
+        self.challenge_channel = prefix + CHALLENGE_CHANNEL
         self._secrets = [s for s in (password, _url_password(url)) if s]
         kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                                   "retry_on_timeout": False}
@@ -154,8 +159,14 @@ class RedisStore:
 
     def put_challenge(self, kind: str, key: str, value: bytes, ttl: float) -> None:
         check_challenge(kind, key)
-        self._do(lambda: self.client.set(self.key("challenge", kind, key), value,
-                                         px=max(int(ttl * 1000), 1)))
+
+        def put() -> None:
+            pipe = self.client.pipeline()  # one round trip: the answer, then its announcement
+            pipe.set(self.key("challenge", kind, key), value, px=max(int(ttl * 1000), 1))
+            pipe.publish(self.challenge_channel, f"put {kind} {key}")
+            pipe.execute()
+
+        self._do(put)
 
     def get_challenge(self, kind: str, key: str) -> bytes | None:
         check_challenge(kind, key)
@@ -164,7 +175,14 @@ class RedisStore:
 
     def delete_challenge(self, kind: str, key: str) -> None:
         check_challenge(kind, key)
-        self._do(lambda: self.client.delete(self.key("challenge", kind, key)))
+
+        def delete() -> None:
+            pipe = self.client.pipeline()
+            pipe.delete(self.key("challenge", kind, key))
+            pipe.publish(self.challenge_channel, f"delete {kind} {key}")
+            pipe.execute()
+
+        self._do(delete)
 
     # --- the issuance lock ---
 

@@ -14,6 +14,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from elemta_smtp.cache.challenges import forget_alpn_answer, write_alpn_answer
+from elemta_smtp.cache.layout import tls_alpn_dir
 from elemta_smtp.cache.redis_store import RedisStore, open_store
 from elemta_smtp.cache.store import StoreUnavailable
 from elemta_smtp.cluster.claims import NoticeClaims
@@ -54,7 +56,9 @@ class ClusterNode(MultiService):
                                         lease=cluster.lock_lease, clock=clock,
                                         catch_up=self.sync.sync)
         self.claims = NoticeClaims(self.link, self.store, self.node)
-        self.subscriber = Subscriber(self.store, reactor, self.sync.sync, self._subscribed)
+        self._alpn_dir = tls_alpn_dir(le.cache_dir)
+        self.subscriber = Subscriber(self.store, reactor, self.sync.sync, self._subscribed,
+                                     self._challenge)
         self.link.on_back.append(self.sync.check_all)
 
     def _subscribed(self, ok: bool, reason: str) -> None:
@@ -76,6 +80,39 @@ class ClusterNode(MultiService):
         self.link.stop()
         self.store.close()
         return done
+
+    def _challenge(self, text: str) -> None:
+        """Another host shared or removed a challenge answer. TLS-ALPN-01 answers are copied
+        into (or removed from) this node's ``tls-alpn-01/`` folder at once: the HTTPS
+        listener's ALPN callback runs inside the handshake and cannot wait for Redis.
+        HTTP-01 answers are fetched when the CA asks (``challenge_answer``)."""
+        action, kind, name = [*text.split(" "), "", ""][:3]
+        if kind != "tls-alpn-01" or action not in ("put", "delete"):
+            return
+        if action == "delete":
+            self.link.call(forget_alpn_answer, self._alpn_dir, name).addErrback(
+                self._copy_failed, name)
+            return
+
+        def copy() -> bool:
+            value = self.store.get_challenge(kind, name)
+            if value is None:  # removed again already
+                return False
+            write_alpn_answer(self._alpn_dir, name, value.decode("ascii"))
+            return True
+
+        def copied(done: bool) -> None:
+            if done:
+                log.info("cluster: TLS-ALPN-01 answer for {name} copied from Redis (another "
+                         "host's certbot asked for it)", name=name)
+
+        self.link.call(copy).addCallbacks(copied, self._copy_failed, errbackArgs=(name,))
+
+    def _copy_failed(self, failure: Failure, name: str) -> None:
+        if failure.check(StoreUnavailable):  # type: ignore[no-untyped-call]
+            return  # the link said so once
+        log.error("cluster: cannot keep the TLS-ALPN-01 answer for {name} on this node: "
+                  "{error}", name=name, error=failure.getErrorMessage())
 
     def challenge_answer(self, kind: str, key: str) -> Deferred[bytes | None]:
         """The shared answer of a challenge (None when there is none or Redis is down)."""

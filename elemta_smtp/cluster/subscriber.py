@@ -1,5 +1,6 @@
-"""Hearing of new certificates at once: a thread subscribed to the cluster's
-``certificates`` channel (Redis pub/sub) that hands every message to the reactor.
+"""Hearing of new certificates and challenge answers at once: a thread subscribed to the
+cluster's ``certificates`` and ``challenges`` channels (Redis pub/sub) that hands every
+message to the reactor.
 
 When the subscription breaks (Redis restarted, the network went away) the thread says so
 to the reactor and subscribes again after a pause; each time it (re)subscribes it says so
@@ -25,17 +26,20 @@ POLL = 0.5
 
 
 class Subscriber:
-    """``on_message(name)`` for every certificate published; ``on_state(True, "")`` when
-    subscribed, ``on_state(False, reason)`` when the subscription broke. Both are called
-    in the reactor thread."""
+    """``on_message(name)`` for every certificate published, ``on_challenge(text)`` for every
+    challenge answer shared or removed ("put tls-alpn-01 mail.example.com");
+    ``on_state(True, "")`` when subscribed, ``on_state(False, reason)`` when the
+    subscription broke. All are called in the reactor thread."""
 
     def __init__(self, store: RedisStore, reactor: ThreadReactor,
                  on_message: Callable[[str], object],
-                 on_state: Callable[[bool, str], object]) -> None:
+                 on_state: Callable[[bool, str], object],
+                 on_challenge: Callable[[str], object] | None = None) -> None:
         self._store = store
         self._reactor = reactor
         self._on_message = on_message
         self._on_state = on_state
+        self._on_challenge = on_challenge
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,15 +60,13 @@ class Subscriber:
         while not self._stop.is_set():
             pubsub = self._store.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
-                pubsub.subscribe(self._store.channel)
+                pubsub.subscribe(self._store.channel, self._store.challenge_channel)
                 self._reactor.callFromThread(self._on_state, True, "")
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=POLL)
                     if message is not None and message.get("type") == "message":
-                        data = message.get("data", b"")
-                        name = data.decode("utf-8", "replace") if isinstance(data, bytes) \
-                            else str(data)
-                        self._reactor.callFromThread(self._on_message, name)
+                        self._dispatch(_text(message.get("channel", b"")),
+                                       _text(message.get("data", b"")))
             except (redis.RedisError, OSError) as exc:
                 reason = self._store.masked(str(exc) or type(exc).__name__)
                 self._reactor.callFromThread(self._on_state, False, reason)
@@ -72,3 +74,14 @@ class Subscriber:
             finally:
                 with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
+
+    def _dispatch(self, channel: str, text: str) -> None:
+        if channel == self._store.challenge_channel:
+            if self._on_challenge is not None:
+                self._reactor.callFromThread(self._on_challenge, text)
+        else:
+            self._reactor.callFromThread(self._on_message, text)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

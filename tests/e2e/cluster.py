@@ -36,11 +36,16 @@ def node_setups(root: Path, count: int = 3) -> list[Setup]:
 def write_configs(setups: list[Setup], redis_server: RedisServer, directory_url: str, *,
                   cluster: Mapping[str, object] | None = None,
                   renewal: Mapping[str, object] | None = None,
-                  letsencrypt: bool = True) -> None:
+                  letsencrypt: bool = True,
+                  https_ports: list[int] | None = None) -> None:
+    """With ``https_ports`` every node answers TLS-ALPN-01 (``challenge = "tls-alpn-01"``)
+    on its port of the list."""
     for i, setup in enumerate(setups):
+        alpn = ({"challenge": "tls-alpn-01", "https_addr": f"127.0.0.1:{https_ports[i]}"}
+                if https_ports else {})
         setup.write({
             "tls.letsencrypt": {"enabled": letsencrypt, "email": EMAIL,
-                                "directory_url": directory_url},
+                                "directory_url": directory_url, **alpn},
             "tls.renewal": {"renewal_timeout": "60s", **(renewal or {})},
             "notify": {"recipients": ["postmaster@example.com"]},
             "cluster": {"redis_url": redis_server.url, "node_name": f"node{i}",

@@ -29,7 +29,7 @@ from tests.e2e.cluster import (
 )
 from tests.e2e.conftest import StartPebble
 from tests.redis_server import RedisServer, missing_redis, running_redis
-from tests.support import Setup, elemta_command, process_gone, wait_until
+from tests.support import Setup, elemta_command, free_port, process_gone, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,6 +76,27 @@ def test_empty_caches_one_issuance_every_node_serves_it(start_pebble: StartPebbl
         wait_until(lambda: sum(mails(s, f"TLS certificate for {DOMAIN} issued") for s in setups),
                    "the issued notice", timeout=30)
         assert sum(mails(s, f"TLS certificate for {DOMAIN} issued") for s in setups) == 1
+
+
+def test_tls_alpn_answered_by_another_node(start_pebble: StartPebble, redis_server: RedisServer,
+                                           tmp_path: Path) -> None:
+    """TLS-ALPN-01 in a cluster: node 0's certbot writes the answer, Pebble validates on
+    node 2's HTTPS port (its HTTP-01 port points at nothing), and node 2 answers with the
+    copy it took from Redis when node 0 shared it; every node then serves the certificate."""
+    setups = node_setups(tmp_path)
+    https_ports = [free_port() for _ in setups]
+    pebble = start_pebble(http_port=free_port(), tls_port=https_ports[2])
+    write_configs(setups, redis_server, pebble.directory_url, https_ports=https_ports)
+    env = {"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
+    with start_nodes(setups, redis_server, env, first=0) as cluster:
+        cluster.node(0).wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
+        leaf = served(setups[0], cafile=pebble.root_path)
+        wait_until(lambda: all_serve(setups, [1, 2], leaf.serial_number),
+                   "every node serving the issued certificate", timeout=15)
+        log = cluster.node(2).log()
+        assert f"TLS-ALPN-01 answer for {DOMAIN} copied from Redis" in log, log
+        assert f"tls-alpn-01 challenge served for {DOMAIN}" in log, log
+        assert pebble_issued(pebble) == 1
 
 
 LIFETIME = 45  # seconds: renewal window = a third = 15 s, so renewal is due 30 s after issuance

@@ -15,9 +15,19 @@ from certbot import errors
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.redis_store import RedisStore
 from elemta_smtp.cache.store import LEASE_ENV, Lease
-from tests.plugin_support import CONFIG, Root, achall, display, install, make_lineage, root
+from elemta_smtp.units import Address
+from tests.plugin_support import (
+    CONFIG,
+    Root,
+    achall,
+    alpn_achall,
+    display,
+    install,
+    make_lineage,
+    root,
+)
 from tests.redis_server import RedisServer, missing_redis, running_redis
-from tests.support import Setup, free_port, http_get, running_daemon
+from tests.support import Setup, free_port, http_get, running_daemon, wait_until
 
 __all__ = ["display", "root"]  # fixtures
 pytestmark = pytest.mark.usefixtures("display")
@@ -130,5 +140,56 @@ def test_daemon_answers_from_the_shared_store(redis_server: RedisServer, tmp_pat
             assert (status, ctype, body) == (200, "text/plain", b"from-another-host.thumb")
             assert "(from the cluster's store)" in daemon.log()
             assert http_get(setup.http_port, "/.well-known/acme-challenge/nowhere")[0] == 404
+    finally:
+        store.close()
+
+
+def test_tls_alpn_answers_are_shared_and_removed(root: Root, store: RedisStore) -> None:
+    """perform() puts each TLS-ALPN-01 answer in Redis too (keyed by the name, so any host
+    answers the CA), cleanup() removes it there, like HTTP-01."""
+    from certbot_elemta._internal.tlsalpn01 import TLSALPN01Responder, key_authorization
+
+    challenge = alpn_achall(NAME)
+    responder = TLSALPN01Responder(root.cache_dir, Address("127.0.0.1", free_port()),
+                                   shared=store)
+    responder.perform([challenge])  # no daemon there: it answers itself and checks itself
+    try:
+        assert store.get_challenge("tls-alpn-01", NAME) == key_authorization(challenge).encode()
+    finally:
+        responder.cleanup([challenge])
+    assert store.get_challenge("tls-alpn-01", NAME) is None
+
+
+def test_node_copies_shared_tls_alpn_answers_and_answers_the_ca(redis_server: RedisServer,
+                                                                 tmp_path: Path) -> None:
+    """A node with the HTTPS listener copies a TLS-ALPN-01 answer another host shared in
+    Redis onto its own disk at once (the ALPN callback cannot wait for Redis), answers an
+    acme-tls/1 handshake for that name with the RFC 8737 certificate for that key
+    authorization, and forgets it when the other host removes it."""
+    from elemta_smtp.cache.tlsalpn import validates
+    from tests.integration.test_https_listener import handshake
+
+    setup = Setup(tmp_path / "node")
+    https_port = free_port()
+    setup.write({"cluster": {"redis_url": redis_server.url, "key_prefix": "alpn:"},
+                 "tls.letsencrypt": {"https_addr": f"127.0.0.1:{https_port}",
+                                     "challenge": "tls-alpn-01"}})
+    store = RedisStore(redis_server.url, "alpn:")
+    copied = setup.cache_dir / "tls-alpn-01" / NAME
+    try:
+        with running_daemon(setup) as daemon:
+            daemon.wait_for_log("cluster: node")
+            daemon.wait_for_log("listening for HTTPS")
+            key_auth = b"token-from-another-host.thumbprint"
+            store.put_challenge("tls-alpn-01", NAME, key_auth, 60)
+            wait_until(copied.exists, "the shared answer copied to this node", daemon=daemon)
+            assert copied.read_bytes() == key_auth
+            daemon.wait_for_log(f"TLS-ALPN-01 answer for {NAME} copied from Redis")
+            cert, selected, received = handshake(https_port, NAME, ["acme-tls/1"])
+            assert selected == "acme-tls/1" and received == b""
+            assert validates(cert, NAME, key_auth) is None
+            store.delete_challenge("tls-alpn-01", NAME)
+            wait_until(lambda: not copied.exists(), "the removed answer gone from this node",
+                       daemon=daemon)
     finally:
         store.close()
