@@ -122,6 +122,20 @@ class MTASTSConfig(NamedTuple):
     mx: tuple[str, ...]  # default: [tls.letsencrypt] domain + extra_names
     policy_domains: tuple[str, ...]  # default: [delivery] local_domains
     tlsrpt_rua: str  # "" = no TLSRPT record
+class ClusterConfig(NamedTuple):
+    redis_url: str  # "" = a single host
+    password_file: Path | None
+    key_prefix: str
+    node_name: str  # "" = [server] hostname + pid, chosen when the daemon starts
+    lock_lease: float
+    sync_interval: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis_url)
+
+
+SINGLE_HOST = ClusterConfig("", None, "elemta:", "", 60.0, 30.0)
 
 
 class Config(NamedTuple):
@@ -131,6 +145,7 @@ class Config(NamedTuple):
     tls: TLSConfig
     notify: NotifyConfig
     mta_sts: MTASTSConfig
+    cluster: ClusterConfig = SINGLE_HOST
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -212,7 +227,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
         problems.append(Problem(path, key, lines.get(key), message))
 
     s, d, t = v["server"], v["delivery"], v["tls"]
-    le, rn, n = v["tls.letsencrypt"], v["tls.renewal"], v["notify"]
+    le, rn, n, c = v["tls.letsencrypt"], v["tls.renewal"], v["notify"], v["cluster"]
     hostname = s["hostname"] or _default_hostname()
     domain = le["domain"] or hostname
     local_domains = d["local_domains"] or (hostname,)
@@ -238,6 +253,14 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
     if (t["cert_file"] is None) != (t["key_file"] is None):
         problem("tls.cert_file" if t["cert_file"] is None else "tls.key_file",
                 "set both cert_file and key_file to use a certificate managed by hand, or neither")
+    if c["password_file"] is not None and ":" in c["redis_url"].partition("://")[2] \
+            .rpartition("@")[0]:
+        problem("cluster.password_file", "the password is given twice, in [cluster] redis_url "
+                "and in password_file: keep it in password_file only (redis://host:6379/0)")
+    if le["key_type"] == "ecdsa+rsa" and c["redis_url"]:
+        problem("tls.letsencrypt.key_type", '"ecdsa+rsa" cannot be shared through [cluster] '
+                'redis_url yet (the cluster shares one certificate per name): use "ecdsa" or '
+                '"rsa" in a cluster')
     if s["listen_addr"] is None and (t["listen_addr"] is None or not t["enabled"]):
         problem("server.listen_addr", "no listener left: set [server] listen_addr or "
                 "[tls] listen_addr with [tls] enabled = true")
@@ -292,6 +315,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
             relay_starttls=n["relay_starttls"],
         ),
         mta_sts=sts,
+        cluster=ClusterConfig(**{**c, "password_file": _absolute(c["password_file"], base_dir)}),
     )
     return config, problems
 

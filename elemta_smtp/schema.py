@@ -189,6 +189,44 @@ def _tlsrpt_rua(value: object) -> str:
                              "\"mailto:tlsrpt@example.com\" or \"https://reports.example.com/tlsrpt\" "
                              "(several separated by commas)")
     return ",".join(uris)
+def _redis_url(value: object) -> str:
+    text = _str(value).strip()
+    if not text:
+        return ""
+    scheme, sep, rest = text.partition("://")
+    host = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
+    if not sep or scheme not in ("redis", "rediss") or not host or host.startswith(":"):
+        shown = toml_text(mask_password(text))
+        raise ValueError(f"{shown} is not a Redis URL: write \"redis://host:6379/0\" (or "
+                         "\"rediss://host:6380/0\" for TLS), or \"\" for a single host")
+    return text
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``: every log line and error
+    shows a Redis URL this way."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{hostpart}"
+
+
+def _key_prefix(value: object) -> str:
+    text = _str(value)
+    if not text or len(text) > 64 or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{toml_text(value)} is not a key prefix: write 1 to 64 printable "
+                         "characters without spaces, such as \"elemta:\"")
+    return text
+
+
+def _node_name(value: object) -> str:
+    text = _str(value)
+    if len(text) > 128 or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{toml_text(value)} is not a node name: write up to 128 printable "
+                         "characters without spaces, such as \"mx1\"")
+    return text
 
 
 def _relay(value: object) -> str:
@@ -284,5 +322,13 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "policy_domains": (_list(_domain), []),
         "tlsrpt_rua": (_tlsrpt_rua, ""),
     },
+    "cluster": {
+        "redis_url": (_redis_url, ""),
+        "password_file": (_optional_path, ""),
+        "key_prefix": (_key_prefix, "elemta:"),
+        "node_name": (_node_name, ""),
+        "lock_lease": (_duration(5, 3600), "60s"),
+        "sync_interval": (_duration(1, 3600), "30s"),
+    },
 }
-SECTIONS = {"server", "delivery", "tls", "notify", "mta_sts"}
+SECTIONS = {"server", "delivery", "tls", "notify", "mta_sts", "cluster"}

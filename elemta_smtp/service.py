@@ -22,6 +22,7 @@ from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_managers
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
+from elemta_smtp.cluster.node import ClusterNode
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import (
     DEV_PID_FILE_ADVICE,
@@ -106,11 +107,21 @@ class ElemtaService(MultiService):
         starttls = self.tls is not None and config.tls.enable_starttls
         settings = session_settings(config, starttls_available=starttls)
         self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor))
+        self.cluster: ClusterNode | None = None
+        if config.cluster.enabled:
+            try:
+                self.cluster = ClusterNode(config, reactor, IReactorTime(reactor), now=_now,
+                                           installed=self._cluster_installed)
+            except CacheError as exc:  # the password file
+                raise StartupError(str(exc)) from None
+            self.cluster.setServiceParent(self)
         self.managers: list[CertManager] = []  # one per certificate: key_type "ecdsa+rsa" has two
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            self.managers = build_managers(config, self.tls, reactor)
+            self.managers = build_managers(config, self.tls, reactor, self.cluster)
             for manager in self.managers:
                 manager.setServiceParent(self)
+                if self.cluster is not None:
+                    self.cluster.link.on_back.append(manager.check)
         self.manager: CertManager | None = self.managers[0] if self.managers else None
 
     def _listeners(self) -> list[tuple[str, Address, IProtocolFactory]]:
@@ -123,8 +134,10 @@ class ElemtaService(MultiService):
                           self.smtp.implicit_tls_factory()))
         http_addr = config.tls.letsencrypt.http_addr
         if http_addr is not None:
+            shared = self.cluster.challenge_answer if self.cluster is not None else None
             site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
-                               IReactorTime(self.reactor), self.http_connection_cap)
+                               IReactorTime(self.reactor), self.http_connection_cap,
+                               shared=shared)
             found.append(("HTTP-01", http_addr, site))
         https_addr = config.tls.letsencrypt.https_addr
         if https_wanted(config) and self.tls is not None and https_addr is not None:
@@ -210,6 +223,14 @@ class ElemtaService(MultiService):
     def reload(self) -> None:
         """SIGHUP: re-read every certificate; then let the manager look at it."""
         log.info("SIGHUP: reloading certificates")
+        if self.tls is not None:
+            self.tls.reload()
+        for manager in self.managers:
+            manager.after_reload()
+
+    def _cluster_installed(self) -> None:
+        """Another node's certificate was installed into live/: serve it, then let the
+        manager look at it (notices), as after SIGHUP."""
         if self.tls is not None:
             self.tls.reload()
         for manager in self.managers:

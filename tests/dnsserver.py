@@ -16,6 +16,8 @@ from typing import Any
 from dnslib import QTYPE, RCODE, RR
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from tests.support import free_port
+
 
 class ZoneResolver(BaseResolver):  # type: ignore[misc]
     """Answers from a list of records: the records of the asked name and type, a CNAME of the
@@ -46,12 +48,6 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
         return reply
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def running_dns(zone: str) -> Iterator[int]:
     """Serve ``zone`` on 127.0.0.1 (UDP) until the block ends; yields the port."""
@@ -63,7 +59,7 @@ def running_dns(zone: str) -> Iterator[int]:
 def running_dns_server(resolver: ZoneResolver) -> Iterator[int]:
     """Serve ``resolver``'s records (which the test may change) on 127.0.0.1 (UDP) until the
     block ends; yields the port."""
-    port = _free_udp_port()
+    port = free_port(kind=socket.SOCK_DGRAM)
     server = DNSServer(resolver, port=port, address="127.0.0.1",
                        logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
     server.start_thread()

@@ -19,7 +19,7 @@ from certbot.crypto_util import get_names_from_cert
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from certbot_elemta._internal import constants, success, tomledit
+from certbot_elemta._internal import cluster, constants, success, tomledit
 from certbot_elemta._internal.http01 import HTTP01Responder
 from certbot_elemta._internal.lineage import find_lineage
 from certbot_elemta._internal.tlsalpn01 import TLSALPN01, TLSALPN01Responder
@@ -133,11 +133,13 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         responses: dict[achallenges.AnnotatedChallenge, challenges.ChallengeResponse] = {}
         if http:
             if self._http01 is None:
-                self._http01 = HTTP01Responder(le.cache_dir, le.http_addr)
+                self._http01 = HTTP01Responder(le.cache_dir, le.http_addr,
+                                               shared=cluster.shared_store(self.elemta))
             responses.update(zip(http, self._http01.perform(http), strict=True))
         if alpn:
             if self._tlsalpn01 is None:
-                self._tlsalpn01 = TLSALPN01Responder(le.cache_dir, le.https_addr)
+                self._tlsalpn01 = TLSALPN01Responder(le.cache_dir, le.https_addr,
+                                                     shared=cluster.shared_store(self.elemta))
             responses.update(zip(alpn, self._tlsalpn01.perform(alpn), strict=True))
         return [responses[a] for a in achalls]
 
@@ -232,6 +234,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         """Write the certificate, its lineage record, and say when the daemon cannot renew it."""
         name, lineage, variant = install.name, install.lineage, install.variant
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
+        self._publish(install)
         try:
             path = live.write_certificate(cache_dir, name, install.key_pem, install.fullchain_pem,
                                           variant)
@@ -247,6 +250,27 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         self._installed_path = path
         display_util.notify(f"Installed the certificate for {name} into elemta: {path}")
         self._warn_renewal(lineage)
+
+    def _publish(self, install: _Install) -> None:
+        """In a cluster, publish the certificate for every host first (under the daemon's
+        lease when the daemon runs this certbot); nothing is installed if that fails."""
+        store = cluster.shared_store(self.elemta)
+        if store is None:
+            return
+        cache_dir = self.elemta.tls.letsencrypt.cache_dir
+        try:
+            _path, pem = live.check_certificate(cache_dir, install.name, install.key_pem,
+                                                install.fullchain_pem)
+            serial = live.serial_of(pem)
+            fence = cluster.publish(store, install.name, pem, serial)
+        except CacheError as exc:
+            raise errors.PluginError(f"Could not publish the certificate for {install.name}: "
+                                     f"{exc}") from exc
+        finally:
+            store.close()
+        display_util.notify(f"Published the certificate for {install.name} (serial {serial}) "
+                            f"to the cluster's Redis at {store.where} (fencing token {fence}): "
+                            "every elemta host installs it within seconds.")
 
     def _warn_renewal(self, lineage: lineages.Lineage | None) -> None:
         """Say now, not at expiry, when the daemon will not be able to renew what was

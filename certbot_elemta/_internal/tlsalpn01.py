@@ -26,6 +26,7 @@ from cryptography import x509
 from josepy.jwk import JWK
 from OpenSSL import SSL
 
+from certbot_elemta._internal.cluster import SharedAnswers
 from certbot_elemta._internal.http01 import is_listening
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import (
@@ -36,6 +37,7 @@ from elemta_smtp.cache.challenges import (
     remove_answer,
     write_alpn_answer,
 )
+from elemta_smtp.cache.redis_store import RedisStore
 from elemta_smtp.cache.tlsalpn import (
     ValidationCache,
     alpn_select,
@@ -263,9 +265,11 @@ class TLSALPN01Responder:
     """Writes, serves (when needed) and removes TLS-ALPN-01 answers for one certbot run."""
 
     def __init__(self, cache_dir: Path, https_addr: Address | None,
-                 server_factory: ServerFactory = AlpnServer) -> None:
+                 server_factory: ServerFactory = AlpnServer,
+                 shared: RedisStore | None = None) -> None:
         self.cache_dir = cache_dir
         self.https_addr = https_addr
+        self.shared = SharedAnswers(shared)  # a cluster: every host answers (cluster.py)
         self.alpn_dir = layout.tls_alpn_dir(cache_dir)
         self._server_factory = server_factory
         self._written: dict[achallenges.AnnotatedChallenge, Path] = {}
@@ -291,6 +295,7 @@ class TLSALPN01Responder:
                 self._written[achall] = write_alpn_answer(self.alpn_dir, name, key_authorization(achall))
             except ChallengeError as exc:
                 raise errors.PluginError(str(exc)) from exc
+            self.shared.share("tls-alpn-01", name, key_authorization(achall))
             responses.append(achall.response(achall.account_key))
             logger.debug("Wrote TLS-ALPN-01 answer for %s to %s", name, self._written[achall])
         if self.server is None and not is_listening(self.https_addr):
@@ -317,6 +322,9 @@ class TLSALPN01Responder:
             path = self._written.pop(achall, None)
             if path is not None:
                 remove_answer(path)
+                self.shared.unshare("tls-alpn-01", path.name)
         if not self._written and self.server is not None:
             self.server.stop()
             self.server = None
+        if not self._written:
+            self.shared.close()

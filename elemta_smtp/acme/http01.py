@@ -3,7 +3,9 @@
 
 The certbot plugin writes the answers into ``<cache_dir>/webroot`` (the cache
 is the contract between the halves); this site reads them at request time, so
-tokens come and go without telling the daemon.
+tokens come and go without telling the daemon. In a cluster, a token this host does not
+have is looked up in the shared store (``shared``, off the reactor thread): the CA may ask
+any node for an answer another node's certbot wrote.
 """
 
 from __future__ import annotations
@@ -12,24 +14,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
+    Answer,
     AnswerError,
     answer_request,
     read_answer,
+    token_of,
 )
 
 log = Logger()
 
 WELL_KNOWN = (".well-known", "acme-challenge")
+#: The shared store's answer for a challenge type and key (None: none there).
+SharedLookup = Callable[[str, str], Deferred[bytes | None]]
 
 
 class ChallengeResource(Resource):
@@ -39,9 +46,10 @@ class ChallengeResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, webroot: Path) -> None:
+    def __init__(self, webroot: Path, shared: SharedLookup | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._challenge_dir = webroot.joinpath(*WELL_KNOWN)
+        self._shared = shared
 
     def _read(self, token: str) -> bytes | None:
         try:
@@ -50,11 +58,28 @@ class ChallengeResource(Resource):
             log.warn("cannot read http-01 answer: {error}", error=exc.strerror)
             return None
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         method = request.method.decode("latin-1")
-        answer = answer_request(method, request.uri.decode("latin-1"),
-                                request.clientproto.decode("latin-1"),
-                                request.requestHeaders.getRawHeaders(b"host", []), self._read)
+        target = request.uri.decode("latin-1")
+        version = request.clientproto.decode("latin-1")
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        answer = answer_request(method, target, version, hosts, self._read)
+        token = token_of(target)
+        if answer.status != 404 or self._shared is None or token is None:
+            return self._send(request, answer)
+
+        def shared(found: bytes | None) -> None:
+            if request.finished or request.channel is None:  # the client went away
+                return
+            reply = answer_request(method, target, version, hosts, lambda _: found)
+            request.write(self._send(request, reply, " (from the cluster's store)"))  # type: ignore[no-untyped-call]
+            request.finish()  # type: ignore[no-untyped-call]
+
+        self._shared("http-01", token).addCallback(shared).addErrback(
+            lambda f: log.failure("http-01: shared answer lookup failed", failure=f))
+        return NOT_DONE_YET
+
+    def _send(self, request: Request, answer: Answer, where: str = "") -> bytes:
         if answer.close:
             request.channel.persistent = False
         request.setResponseCode(answer.status)
@@ -62,8 +87,8 @@ class ChallengeResource(Resource):
             request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
         if answer.served is not None:
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-            log.info("http-01 challenge served token={token} to {client}",
-                     token=answer.served, client=getattr(peer, "host", str(peer)))
+            log.info("http-01 challenge served token={token} to {client}{where}",
+                     token=answer.served, client=getattr(peer, "host", str(peer)), where=where)
         return answer.body
 
 
@@ -146,9 +171,9 @@ class ChallengeSite(Site):
 
 def http01_site(webroot: Path, reactor: IReactorTime | None = None,
                 max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
-                deadline: float = REQUEST_DEADLINE) -> Site:
+                deadline: float = REQUEST_DEADLINE, shared: SharedLookup | None = None) -> Site:
     """The site to listen with on ``[tls.letsencrypt] http_addr``: it serves
     ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere.
     ``max_connections()`` is asked at each accept (the daemon lowers it when file
     descriptors run short)."""
-    return ChallengeSite(ChallengeResource(webroot), reactor, max_connections, deadline)
+    return ChallengeSite(ChallengeResource(webroot, shared), reactor, max_connections, deadline)

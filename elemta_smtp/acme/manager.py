@@ -14,6 +14,10 @@ window (ARI, ``ariwatch.py``); with ``[tls.dane] check_dns`` the published TLSA 
 compared with the served key before the notices (``danewatch.py``). One manager looks
 after one certificate (``slots.Slot``): with key_type = "ecdsa+rsa" the daemon runs two.
 
+In a cluster (``[cluster] redis_url``) steps 1 and 2 run only under the cluster's issuance
+lock (``coordinator``): a node that does not get it waits and looks again; one that gets it
+checks again first, since another node's certificate may have arrived meanwhile.
+
 Renewal runs before the notice check, so a healthy renewal never produces an
 expiry warning. After a SIGHUP reload the daemon calls ``after_reload`` which
 runs step 3 only: a renewal done by a systemd timer or ``elemta cert renew``
@@ -32,13 +36,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from elemta_smtp.acme.ari import AriDecision
 from elemta_smtp.acme.ariwatch import AriSource, AriStep
 from elemta_smtp.acme.danewatch import DaneStep, DaneWatch
 from elemta_smtp.acme.keywatch import KeyStep
 from elemta_smtp.acme.notices import DEFAULT_WHAT
-from elemta_smtp.acme.notifier import NoticeMailer, Notifier
+from elemta_smtp.acme.notifier import Claims, NoticeMailer, Notifier
 from elemta_smtp.acme.renewal import (
     CertFacts,
+    RenewalDecision,
     cap_sentence,
     decide_renewal,
     format_span,
@@ -57,6 +63,7 @@ from elemta_smtp.acme.slots import KEY_WORDS, Slot, primary
 from elemta_smtp.cache.layout import state_path
 from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
 from elemta_smtp.cache.state import Event
+from elemta_smtp.cluster.issuance import GO, Permit
 from elemta_smtp.config import Config
 
 log = Logger(namespace="elemta.acme")
@@ -64,6 +71,13 @@ log = Logger(namespace="elemta.acme")
 
 class Runner(Protocol):
     def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]: ...
+
+
+class Coordinator(Protocol):
+    """The cluster's issuance lock (``cluster.issuance.ClusterIssuance``)."""
+
+    def begin(self, name: str) -> Deferred[Permit]: ...
+    def end(self, permit: Permit) -> Deferred[None]: ...
 
 
 @dataclass
@@ -101,7 +115,8 @@ class CertManager(Service):
                  reload: Callable[[], object] | None = None,
                  python: str | None = None, user: User | None = None,
                  slot: Slot | None = None, ari: AriSource | None = None,
-                 dane: DaneWatch | None = None) -> None:
+                 dane: DaneWatch | None = None,
+                 coordinator: Coordinator | None = None, claims: Claims | None = None) -> None:
         self.config = config
         self.slot = slot if slot is not None else primary(config)
         if self.slot.variant:  # a service name is unique among its parent's services
@@ -115,7 +130,9 @@ class CertManager(Service):
         what = f"{KEY_WORDS[self.slot.key_type]} {DEFAULT_WHAT}" if self.slot.variant \
             else DEFAULT_WHAT
         self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir, self.slot.variant),
-                                 mailer, what)
+                                 mailer, claims, what)
+        self._coordinator = coordinator
+        self._wait: float | None = None  # the lock was refused: look again after this
         self._ari = AriStep(config, self.slot, ari)
         self._dane = DaneStep(config, self.slot, dane, self._notices)
         self._keys = KeyStep(config, self.slot, self._notices)
@@ -253,6 +270,9 @@ class CertManager(Service):
             await self._dane.check(self._current(), self.now())
             await self._notify()
         finally:
+            refused, self._wait = self._wait, None
+            if refused is not None:
+                next_delay = min(interval, refused)
             wake, self._wake = self._wake, None
             if wake is not None:
                 next_delay = min(next_delay, max(wake - self._clock.seconds(), 1.0))
@@ -272,7 +292,32 @@ class CertManager(Service):
         if self._reload is not None:
             self._reload()
 
+    async def _exclusive(self) -> Permit:
+        """The cluster's issuance lock (granted at once on a single host). When refused,
+        the next check comes when the coordinator says (or at the regular interval)."""
+        if self._coordinator is None:
+            return GO
+        permit = await self._coordinator.begin(self.config.tls.letsencrypt.domain)
+        if not permit.granted:
+            interval = self.config.tls.renewal.check_interval
+            self._wait = permit.retry_after if permit.retry_after is not None else interval
+        return permit
+
+    async def _release(self, permit: Permit) -> None:
+        if self._coordinator is not None and permit.lease is not None:
+            await self._coordinator.end(permit)
+
     async def _obtain(self) -> None:
+        permit = await self._exclusive()
+        if not permit.granted:
+            return
+        try:
+            if self._current() is None:  # another node's certificate may have arrived
+                await self._obtain_now()
+        finally:
+            await self._release(permit)
+
+    async def _obtain_now(self) -> None:
         le = self.config.tls.letsencrypt
         attempt = self._acquire.failures + 1
         log.info("obtaining a certificate for {names} from {server} (attempt {attempt})",
@@ -338,10 +383,24 @@ class CertManager(Service):
         key_args = self._keys.args(current, now)
         if not (decision.due or by_ca.due) or self._clock.seconds() < self._renew.not_before:
             return
-        domain = self.config.tls.letsencrypt.domain
         lineage = self._lineage(current)
         if self._renewal_blocked(current, lineage):
             return
+        permit = await self._exclusive()
+        if not permit.granted:
+            return
+        try:
+            after = self._current()  # another node may have renewed it meanwhile
+            if after is not None and after.serial == current.serial:
+                await self._renew_now(current, lineage, decision, by_ca, key_args)
+        finally:
+            await self._release(permit)
+
+    async def _renew_now(self, current: CertFacts, lineage: Lineage, decision: RenewalDecision,
+                         by_ca: AriDecision, key_args: list[str]) -> None:
+        renewal = self.config.tls.renewal
+        now = self.now()
+        domain = self.config.tls.letsencrypt.domain
         if by_ca.due and not decision.due and by_ca.window is not None:
             log.info("renewing the {what} for {domain} (serial {serial}): the CA's renewal window "
                      "(ARI) {start} .. {end} has begun ({left} left)", what=self.slot.what,
@@ -352,9 +411,16 @@ class CertManager(Service):
                      "window {window}", what=self.slot.what, domain=domain, serial=current.serial,
                      left=format_span(decision.remaining), window=format_span(decision.window))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
-        # certbot draws its own moment in the CA's window: when ours has come, force it
-        result = await self._run(renew_command(self.config, lineage, force=by_ca.due,
-                                               key_args=key_args, **kwargs))
+        if self._coordinator is not None and not lineage.renewal_conf.is_file():
+            # a cluster node that never obtained this certificate itself has no lineage to
+            # renew: it obtains a new certificate for the domain instead
+            argv = certonly_command(self.config, force=True, lineage_name=self.slot.cert_name,
+                                    key_type=self.slot.key_type, **kwargs)
+        else:
+            # certbot draws its own moment in the CA's window: when ours has come, force it
+            argv = renew_command(self.config, lineage, force=by_ca.due, key_args=key_args,
+                                 **kwargs)
+        result = await self._run(argv)
         if result.ok:
             self._refresh()
             after = self._current()

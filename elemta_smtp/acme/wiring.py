@@ -1,11 +1,12 @@
 """The certificate managers as the daemon runs them: what they are told about the served
 certificates, certbot through the reactor (one run at a time), the CA's renewal
-information and the DNS lookups in threads, notices by SMTP."""
+information and the DNS lookups in threads, notices by SMTP; in a cluster, the issuance
+lock, the lease given to certbot, and the notice claims."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -21,6 +22,7 @@ from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.acme.runner import Clock, ProcessRunner, RunResult, SpawnReactor
 from elemta_smtp.acme.slots import Slot, slots
 from elemta_smtp.cache.layout import live_name
+from elemta_smtp.cluster.node import ClusterNode
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import DAEMON_PID_ENV
 from elemta_smtp.tls.context import ServedCertificate
@@ -78,7 +80,7 @@ class OneAtATime:
     """certbot runs one at a time (two lineages of key_type = "ecdsa+rsa" share certbot's
     folders, which certbot locks): a run waits for the one before it."""
 
-    def __init__(self, runner: ProcessRunner) -> None:
+    def __init__(self, runner: ProcessRunner | LeaseRunner) -> None:
         self._runner = runner
         self._lock = DeferredLock()
 
@@ -130,26 +132,49 @@ class ThreadedDane:
         return in_thread(self._reactor, lambda: self._lookup(item))
 
 
-def build_managers(config: Config, tls: ServedSource, reactor: DaemonReactor) -> list[CertManager]:
+class LeaseRunner:
+    """Runs certbot with the environment of the moment: the cluster lease it works under
+    (``extra()``) added to ``env``."""
+
+    def __init__(self, reactor: SpawnReactor, env: Mapping[str, str],
+                 extra: Callable[[], Mapping[str, str]]) -> None:
+        self._reactor = reactor
+        self._env = dict(env)
+        self._extra = extra
+
+    def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]:
+        return ProcessRunner(self._reactor, env={**self._env, **self._extra()}).run(argv, timeout)
+
+
+def build_managers(config: Config, tls: ServedSource, reactor: DaemonReactor,
+                   cluster: ClusterNode | None = None) -> list[CertManager]:
     """The managers as the daemon runs them, one per certificate ``key_type`` asks for:
     certbot through the reactor, notices by SMTP.
 
     The certbot they run finds this daemon's pid in ``DAEMON_PID_ENV``, so the elemta
-    installer does not SIGHUP it: a manager reloads once, itself, when certbot ends."""
+    installer does not SIGHUP it: a manager reloads once, itself, when certbot ends. In a
+    cluster they run certbot under the issuance lock, tell certbot the lease, and claim
+    each notice before mailing it."""
     le = config.tls.letsencrypt
-    runner = OneAtATime(ProcessRunner(reactor, env={**os.environ, DAEMON_PID_ENV: str(os.getpid())}))
+    env = {**os.environ, DAEMON_PID_ENV: str(os.getpid())}
+    base: ProcessRunner | LeaseRunner = ProcessRunner(reactor, env=env) if cluster is None \
+        else LeaseRunner(reactor, env, cluster.issuance.certbot_env)
+    runner = OneAtATime(base)
     mailer = Mailer(config, reactor)
     managers = []
     for slot in slots(config):
         def served(variant: str = slot.variant) -> CertFacts | None:
             return facts_from_served(tls.served(), le.domain, le.cache_dir, variant)
 
-        managers.append(CertManager(config, served, reactor, runner, mailer, reload=tls.reload,
-                                    slot=slot, ari=ThreadedAri(reactor),
-                                    dane=ThreadedDane(config, tls, slot, reactor)))
+        managers.append(CertManager(
+            config, served, reactor, runner, mailer, reload=tls.reload, slot=slot,
+            ari=ThreadedAri(reactor), dane=ThreadedDane(config, tls, slot, reactor),
+            coordinator=cluster.issuance if cluster is not None else None,
+            claims=cluster.claims if cluster is not None else None))
     return managers
 
 
-def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> CertManager:
+def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor,
+                  cluster: ClusterNode | None = None) -> CertManager:
     """The manager of live/<domain>.pem (``build_managers``' first)."""
-    return build_managers(config, tls, reactor)[0]
+    return build_managers(config, tls, reactor, cluster)[0]

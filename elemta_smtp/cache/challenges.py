@@ -147,6 +147,11 @@ def read_alpn_answer(alpn_dir: Path, name: str | None) -> bytes | None:
     return found.strip() if found is not None else None
 
 
+def forget_alpn_answer(alpn_dir: Path, name: str) -> None:
+    """Remove the TLS-ALPN-01 answer for ``name`` (gone already is fine)."""
+    remove_answer(alpn_answer_path(alpn_dir, name))
+
+
 def remove_answer(path: Path) -> None:
     """Remove an answer; one that is already gone is fine."""
     with contextlib.suppress(FileNotFoundError):

@@ -11,28 +11,17 @@ import stat
 from pathlib import Path
 
 import pytest
-from acme import challenges, messages
-from certbot import achallenges, errors
+from acme import challenges
+from certbot import errors
 
 from certbot_elemta._internal.tlsalpn01 import TLSALPN01, AlpnServer, TLSALPN01Responder
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.tlsalpn import fetch_validation, validates
 from elemta_smtp.units import Address
-from tests.plugin_support import ACCOUNT_KEY, CONFIG, Root
+from tests.plugin_support import ACCOUNT_KEY, CONFIG, Root, alpn_achall
 from tests.support import Setup, free_port, running_daemon
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
-
-
-def alpn_achall(domain: str = "mail.example.com") -> achallenges.KeyAuthorizationAnnotatedChallenge:
-    """A real annotated TLS-ALPN-01 challenge, parsed from the CA's JSON like certbot does."""
-    chall = challenges.Challenge.from_json({"type": "tls-alpn-01",
-                                            "token": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"})
-    challb = messages.ChallengeBody(chall=chall, uri="https://ca.test/chall/2",
-                                    status=messages.STATUS_PENDING)
-    return achallenges.KeyAuthorizationAnnotatedChallenge(
-        challb=challb, identifier=messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=domain),
-        account_key=ACCOUNT_KEY)
 
 
 def test_challenge_class_is_registered_and_answers_with_an_empty_payload() -> None:

@@ -146,3 +146,11 @@ def test_key_change_args() -> None:
     assert key_change_args("rsa", "rsa", dane=False) == []
     assert key_change_args("rsa", "", dane=False) == []
     assert key_change_args("rsa", "ecdsa", dane=True) == []
+
+
+def test_dual_certificates_refused_in_a_cluster() -> None:
+    """key_type = "ecdsa+rsa" with [cluster] redis_url is refused saying why (the cluster
+    shares one certificate per name)."""
+    with pytest.raises(ConfigError, match="cannot be shared through"):
+        _config('[tls.letsencrypt]\nkey_type = "ecdsa+rsa"\n'
+                '[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\n')
