@@ -95,12 +95,17 @@ class NotifyConfig(NamedTuple):
     relay_starttls: bool
 
 
+class MetricsConfig(NamedTuple):
+    listen_addr: Address | None  # None: no /metrics and /healthz listener
+
+
 class Config(NamedTuple):
     path: Path | None
     server: ServerConfig
     delivery: DeliveryConfig
     tls: TLSConfig
     notify: NotifyConfig
+    metrics: MetricsConfig = MetricsConfig(listen_addr=None)
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -243,6 +248,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
             relay_password=n["relay_password"],
             relay_starttls=n["relay_starttls"],
         ),
+        metrics=MetricsConfig(**v["metrics"]),
     )
     return config, problems
 

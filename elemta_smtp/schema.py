@@ -210,5 +210,8 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "relay_password": (_str, ""),
         "relay_starttls": (_bool, True),
     },
+    "metrics": {
+        "listen_addr": (_optional_address, ""),
+    },
 }
-SECTIONS = {"server", "delivery", "tls", "notify"}
+SECTIONS = {"server", "delivery", "tls", "notify", "metrics"}

@@ -16,7 +16,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
-from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.acme.http01 import ChallengeSite, http01_site
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.cache import layout
@@ -30,6 +30,10 @@ from elemta_smtp.daemon import (
     write_pid_file,
 )
 from elemta_smtp.errors import CacheError, ElemtaError
+from elemta_smtp.metrics import Metrics
+from elemta_smtp.monitor.collector import StateCollector
+from elemta_smtp.monitor.health import Health, ListenerState, check_health
+from elemta_smtp.monitor.site import monitor_site
 from elemta_smtp.net import descriptors
 from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
@@ -66,6 +70,11 @@ def listen_error(what: str, address: Address, exc: CannotListenError, dev: bool 
     return StartupError(text)
 
 
+#: Each listener's short name, in /healthz and the ``listener`` label of ``elemta_listener_up``.
+LISTENER_NAMES = {"SMTP": "smtp", "SMTPS (implicit TLS)": "smtps", "HTTP-01": "http-01",
+                  "metrics": "metrics"}
+
+
 class ServiceReactor(DaemonReactor, MaildirReactor, Protocol):
     """Every reactor interface the daemon uses; the real reactor provides them all."""
 
@@ -86,6 +95,11 @@ class ElemtaService(MultiService):
         # Before anything is written: a second daemon must leave the first one's files alone.
         check_pid_file(config.server.pid_file, os.getpid(), self._pid_advice)
         self.open_at_start = 0  # descriptors open once the listeners are bound
+        self.listening: list[tuple[str, IListeningPort]] = []  # (short name, port) as bound
+        self.stopping = False
+        self._http_sites: list[ChallengeSite] = []  # they share one budget of connections
+        # [metrics] on: the components count into this; off: None, and nothing is counted
+        self.metrics = Metrics() if config.metrics.listen_addr is not None else None
         cache_dir = config.tls.letsencrypt.cache_dir
         try:
             if self.dev:  # the --data-dir, created here so a failure is worded for --dev
@@ -99,16 +113,21 @@ class ElemtaService(MultiService):
             raise StartupError(f"cannot use the cache directory {cache_dir}: {exc}") from None
         self.tls: ServerTLS | None = None
         if config.tls.enabled:
-            self.tls = ServerTLS(config, _now)
+            self.tls = ServerTLS(config, _now, metrics=self.metrics)
             self.tls.reload()
         self.sink = MaildirSink(config.delivery.maildir_root, config.server.hostname, reactor)
         starttls = self.tls is not None and config.tls.enable_starttls
         settings = session_settings(config, starttls_available=starttls)
-        self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor))
+        self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor),
+                               metrics=self.metrics)
         self.manager: CertManager | None = None
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            self.manager = build_manager(config, self.tls, reactor)
+            self.manager = build_manager(config, self.tls, reactor, self.metrics)
             self.manager.setServiceParent(self)
+        if self.metrics is not None:
+            served = self.tls.served if self.tls is not None else list
+            self.metrics.registry.register(StateCollector(served, self.listener_states,
+                                                          self.health, _now))
 
     def _listeners(self) -> list[tuple[str, Address, IProtocolFactory]]:
         config = self.config
@@ -121,15 +140,47 @@ class ElemtaService(MultiService):
         http_addr = config.tls.letsencrypt.http_addr
         if http_addr is not None:
             site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
-                               IReactorTime(self.reactor), self.http_connection_cap)
-            found.append(("HTTP-01", http_addr, site))
+                               IReactorTime(self.reactor), metrics=self.metrics)
+            found.append(("HTTP-01", http_addr, self._share_http_budget(cast(ChallengeSite, site))))
+        if self.metrics is not None and config.metrics.listen_addr is not None:
+            site = monitor_site(self.metrics.registry, self.health, IReactorTime(self.reactor))
+            found.append(("metrics", config.metrics.listen_addr, self._share_http_budget(site)))
         return found
+
+    def _share_http_budget(self, site: ChallengeSite) -> ChallengeSite:
+        """The HTTP listeners together stay within ``http_connection_cap``: each may open
+        what the others leave of it."""
+        self._http_sites.append(site)
+        site.max_connections = lambda: self.http_connection_cap() - sum(
+            other.open for other in self._http_sites if other is not site)
+        return site
+
+    # --- monitoring: /healthz and the scrape-time gauges ---
+
+    def listener_states(self) -> list[ListenerState]:
+        """Every listener bound at start, and whether it still listens."""
+        states = []
+        for name, port in self.listening:
+            host = port.getHost()
+            ip = str(getattr(host, "host", "?"))
+            address = f"[{ip}]:{getattr(host, 'port', '?')}" if ":" in ip else \
+                f"{ip}:{getattr(host, 'port', '?')}"
+            states.append(ListenerState(name, address, bool(getattr(port, "connected", True))))
+        return states
+
+    def health(self) -> Health:
+        """What ``GET /healthz`` answers now (``monitor.health.check_health``)."""
+        tls = self.tls
+        return check_health(self.listener_states(), tls.served() if tls is not None else [],
+                            self.config.tls.letsencrypt.domain if tls is not None else None,
+                            _now(), stopping=self.stopping or not self.listening)
 
     def privilegedStartService(self) -> None:
         check_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)
         for what, address, factory in self._listeners():
             port = self._listen(what, address, factory)
             self.ports.append(port)
+            self.listening.append((LISTENER_NAMES.get(what, what.lower()), port))
             host = port.getHost()
             log.info("listening for {what} on {host}:{port}", what=what,
                      host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
@@ -202,6 +253,7 @@ class ElemtaService(MultiService):
     def stopService(self) -> Generator[Deferred[Any], Any, None]:
         log.info("stopping: no new connections; letting messages in flight finish "
                  "(up to {timeout:g}s)", timeout=self.config.server.shutdown_timeout)
+        self.stopping = True
         yield Deferred.fromCoroutine(self._stop_listening())
         yield self.smtp.shutdown(self.config.server.shutdown_timeout)
         yield super().stopService()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -27,6 +27,9 @@ from elemta_smtp.cache.challenges import (
     read_answer,
 )
 
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
+
 log = Logger()
 
 WELL_KNOWN = (".well-known", "acme-challenge")
@@ -39,9 +42,10 @@ class ChallengeResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, webroot: Path) -> None:
+    def __init__(self, webroot: Path, metrics: Metrics | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._challenge_dir = webroot.joinpath(*WELL_KNOWN)
+        self._served = metrics.challenges_served.labels("http-01") if metrics is not None else None
 
     def _read(self, token: str) -> bytes | None:
         try:
@@ -64,6 +68,8 @@ class ChallengeResource(Resource):
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
             log.info("http-01 challenge served token={token} to {client}",
                      token=answer.served, client=getattr(peer, "host", str(peer)))
+            if self._served is not None:
+                self._served.inc()
         return answer.body
 
 
@@ -82,8 +88,9 @@ class ChallengeChannel(http.HTTPChannel):
     def _deadline_passed(self) -> None:
         self._deadline = None
         transport: Any = self.transport
-        log.debug("http-01: dropping {client}: still open after {deadline:g}s",
-                  client=_host(transport.getPeer()), deadline=self.site.deadline)
+        log.debug("{what}: dropping {client}: still open after {deadline:g}s",
+                  what=self.site.what, client=_host(transport.getPeer()),
+                  deadline=self.site.deadline)
         transport.abortConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -109,8 +116,10 @@ class ChallengeSite(Site):
     protocol = ChallengeChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2 wrapper
 
     def __init__(self, resource: Resource, reactor: IReactorTime | None,
-                 max_connections: Callable[[], int], deadline: float) -> None:
+                 max_connections: Callable[[], int], deadline: float,
+                 what: str = "http-01") -> None:
         super().__init__(resource, reactor=reactor, timeout=None)  # type: ignore[no-untyped-call]
+        self.what = what  # the listener's name in log lines
         self.max_connections = max_connections
         self.deadline = deadline
         self.open = 0
@@ -120,14 +129,14 @@ class ChallengeSite(Site):
         cap = self.max_connections()
         if self.open >= cap:
             if self._refused == 0:
-                log.warn("http-01 listener full ({open} connections open, at most {cap}): "
+                log.warn("{what} listener full ({open} connections open, at most {cap}): "
                          "refusing new connections until some close",
-                         open=self.open, cap=cap)
+                         what=self.what, open=self.open, cap=cap)
             self._refused += 1
             return None
         if self._refused:
-            log.info("http-01 listener accepting again ({refused} connections refused meanwhile)",
-                     refused=self._refused)
+            log.info("{what} listener accepting again ({refused} connections refused meanwhile)",
+                     what=self.what, refused=self._refused)
             self._refused = 0
         channel: ChallengeChannel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         return channel
@@ -144,9 +153,9 @@ class ChallengeSite(Site):
 
 def http01_site(webroot: Path, reactor: IReactorTime | None = None,
                 max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
-                deadline: float = REQUEST_DEADLINE) -> Site:
+                deadline: float = REQUEST_DEADLINE, metrics: Metrics | None = None) -> Site:
     """The site to listen with on ``[tls.letsencrypt] http_addr``: it serves
     ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere.
     ``max_connections()`` is asked at each accept (the daemon lowers it when file
     descriptors run short)."""
-    return ChallengeSite(ChallengeResource(webroot), reactor, max_connections, deadline)
+    return ChallengeSite(ChallengeResource(webroot, metrics), reactor, max_connections, deadline)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from elemta_smtp.acme.mailer import ConnectReactor, Mailer
 from elemta_smtp.acme.manager import CertManager
@@ -15,6 +15,9 @@ from elemta_smtp.acme.runner import Clock, ProcessRunner, SpawnReactor
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import DAEMON_PID_ENV
 from elemta_smtp.tls.context import ServedCertificate
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 
 def facts_from_served(served: Iterable[ServedCertificate], domain: str,
@@ -49,7 +52,8 @@ class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
     """The reactor interfaces the manager, runner and mailer use together."""
 
 
-def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> CertManager:
+def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor,
+                  metrics: Metrics | None = None) -> CertManager:
     """The manager as the daemon runs it: certbot through the reactor, notices by SMTP.
 
     The certbot it runs finds this daemon's pid in ``DAEMON_PID_ENV``, so the elemta
@@ -61,4 +65,4 @@ def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor) -> 
 
     runner = ProcessRunner(reactor, env={**os.environ, DAEMON_PID_ENV: str(os.getpid())})
     return CertManager(config, served, reactor, runner, Mailer(config, reactor),
-                       reload=tls.reload)
+                       reload=tls.reload, metrics=metrics)
