@@ -174,3 +174,19 @@ def test_the_site_keeps_the_http01_limits() -> None:
     assert (site.deadline, site.max_connections()) == (REQUEST_DEADLINE, MAX_CONNECTIONS)
     full = monitor_site(Metrics().registry, lambda: Health(True, "ok"), max_connections=lambda: 0)
     assert full.buildProtocol(None) is None
+
+
+def test_the_readme_documents_every_metric_and_label() -> None:
+    """Every exported metric name and label name is in README.rst's Metrics tables."""
+    metrics = Metrics()
+    registry = metrics.registry
+    registry.register(StateCollector(lambda: [served()], lambda: UP,
+                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW))
+    readme = (RULES.parents[2] / "README.rst").read_text()
+    for family in registry.collect():
+        name = family.name + "_total" if family.type == "counter" else family.name
+        assert f"``{name}``" in readme, name
+    labels = {label for family in registry.collect() for s in family.samples for label in s.labels}
+    labels |= {"name", "reason", "kind", "type", "result", "listener", "version"}
+    for label in labels - {"le"}:
+        assert f"``{label}``" in readme, label
