@@ -173,7 +173,7 @@ class ElemtaService(MultiService):
         tls = self.tls
         return check_health(self.listener_states(), tls.served() if tls is not None else [],
                             self.config.tls.letsencrypt.domain if tls is not None else None,
-                            _now(), stopping=self.stopping or not self.listening)
+                            _now(), stopping=self.stopping)
 
     def privilegedStartService(self) -> None:
         check_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)

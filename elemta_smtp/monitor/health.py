@@ -80,6 +80,8 @@ def check_health(listeners: Sequence[ListenerState], served: Sequence[ServedCert
     down = [f"{item.name} ({item.address})" for item in listeners if not item.up]
     if stopping:
         problem = "the daemon is stopping"
+    elif not listeners:
+        problem = "not listening yet"
     elif down:
         problem = f"not listening: {', '.join(down)}"
     if domain is not None:

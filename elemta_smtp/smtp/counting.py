@@ -50,6 +50,8 @@ class SMTPCounts:
         self._cap, self._shutdown = (m.connections_refused.labels("cap"),
                                      m.connections_refused.labels("shutdown"))
         self._by_version: dict[str | None, Callable[[], None]] = {}
+        self._by_close: dict[object, Callable[[], None]] = {}
+        self._by_refusal: dict[object, Callable[[], None]] = {}
         self._handlers: dict[str, Callable[[Fields, bool], None]] = {
             DELIVERED: self._delivered, REFUSED: self._refused_message,
             REFUSED_AT_MAIL: self._refused_at_mail, HANDSHAKE_FAILED: self._failed_handshake,
@@ -94,7 +96,12 @@ class SMTPCounts:
 
     def _refused_message(self, fields: Fields, implicit_tls: bool) -> None:
         self._refused.inc()
-        self.metrics.messages_refused.labels(refusal_reason(str(fields["reason"]))).inc()
+        reason = fields["reason"]
+        inc = self._by_refusal.get(reason)
+        if inc is None:  # a few fixed reasons: each child is looked up once
+            inc = self._by_refusal[reason] = self.metrics.messages_refused.labels(
+                refusal_reason(str(reason))).inc
+        inc()
 
     def _refused_at_mail(self, fields: Fields, implicit_tls: bool) -> None:
         self._refused.inc()
@@ -104,4 +111,9 @@ class SMTPCounts:
         self._handshake_failed[implicit_tls].inc()
 
     def _closed(self, fields: Fields, implicit_tls: bool) -> None:
-        self.metrics.connections_closed.labels(close_reason(str(fields["close_reason"]))).inc()
+        reason = fields["close_reason"]
+        inc = self._by_close.get(reason)
+        if inc is None:  # a few fixed reasons: each child is looked up once
+            inc = self._by_close[reason] = self.metrics.connections_closed.labels(
+                close_reason(str(reason))).inc
+        inc()

@@ -78,8 +78,9 @@ def test_a_listener_down_or_stopping_is_unhealthy() -> None:
 
 
 def test_without_tls_no_certificate_is_needed() -> None:
-    """With TLS off (no domain to serve) the listeners alone decide."""
+    """With TLS off (no domain to serve) the listeners alone decide; none bound yet is 503."""
     assert check_health(UP, [], None, NOW).ok
+    assert check_health([], [], None, NOW).reason == "not listening yet"
 
 
 # --- requests ---
