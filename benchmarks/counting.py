@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--per-connection", type=int, default=1,
                    help="messages per connection (default 1: a connection per message)")
     args = p.parse_args(argv)
-    off, on = [], []
+    off: list[float] = []
+    on: list[float] = []
     cpu_per_message(True, 50, args.per_connection)  # warm up both paths
     cpu_per_message(False, 50, args.per_connection)
     for round_ in range(args.rounds):
