@@ -9,12 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 
 from elemta_smtp.cache import layout
 from elemta_smtp.errors import DeliveryFailed
 from elemta_smtp.metrics import (
     Metrics,
+    Tally,
+    TallyHistogram,
     close_reason,
     deferral_reason,
     failure_reason,
@@ -254,3 +258,26 @@ def test_rejection_reason_of_an_unknown_text_is_other() -> None:
     """A reason nobody classified yet is other, never free text."""
     assert rejection_reason("something nobody wrote yet") == "other"
     assert rejection_reason("OpenSSL refused it: bad") == "openssl"
+
+
+def test_the_lock_free_families_render_like_prometheus_client_ones() -> None:
+    """A Tally is a counter named <name>_total; a TallyHistogram has cumulative buckets up to
+    +Inf, _sum and _count, as the text format parser reads them."""
+    registry = CollectorRegistry()
+    tally = Tally("elemta_test", "doc", ["result"], registry)
+    tally.labels("a").inc()
+    tally.labels("a").inc(2)
+    histogram = TallyHistogram("elemta_test_seconds", "doc", (0.1, 1.0), registry)
+    for seconds in (0.05, 0.1, 0.5, 7.0):
+        histogram.observe(seconds)
+    families = {f.name: f for f in text_string_to_metric_families(
+        generate_latest(registry).decode())}
+    assert families["elemta_test"].type == "counter"
+    assert [(s.name, s.labels, s.value) for s in families["elemta_test"].samples] == \
+        [("elemta_test_total", {"result": "a"}, 3.0)]
+    samples = {(s.name, s.labels.get("le")): s.value for s in families["elemta_test_seconds"].samples}
+    assert samples == {("elemta_test_seconds_bucket", "0.1"): 2, ("elemta_test_seconds_bucket", "1.0"): 3,
+                       ("elemta_test_seconds_bucket", "+Inf"): 4, ("elemta_test_seconds_count", None): 4,
+                       ("elemta_test_seconds_sum", None): 7.65}
+    with pytest.raises(ValueError, match="expected labels"):
+        tally.labels("a", "b")
