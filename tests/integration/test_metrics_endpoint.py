@@ -16,8 +16,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from elemta_smtp.cache import layout, live
+from elemta_smtp.cache.challenges import MAX_CONNECTIONS
 from tests.certs import CA, make_ca, make_leaf, utcnow
-from tests.support import Daemon, Setup, client_context, free_port, http_get, running_daemon
+from tests.integration.test_hostile_http import connect, keep_alive_404, read_all
+from tests.support import (
+    Daemon,
+    Setup,
+    client_context,
+    free_port,
+    http_get,
+    running_daemon,
+    wait_until,
+)
 
 DOMAIN = "mail.example.com"
 SENDER, RECIPIENT = "alice.sender@example.net", "bob.rcpt@example.com"
@@ -135,3 +145,22 @@ def test_health_and_the_request_rules(daemon: tuple[Daemon, int]) -> None:
     _, text = scrape(port)
     for address in (SENDER, RECIPIENT, "alice", "bob"):
         assert address not in text and address not in body.decode()
+
+
+def test_the_http_listeners_share_one_connection_budget(daemon: tuple[Daemon, int]) -> None:
+    """With the HTTP-01 listener holding all 64 connections, a connection to the metrics
+    listener is closed at once unanswered (logged once); when one closes, /metrics answers."""
+    running, port = daemon
+    held = [connect(running.setup.http_port) for _ in range(MAX_CONNECTIONS)]
+    try:
+        assert all(keep_alive_404(sock) for sock in held)
+        with connect(port) as refused:
+            refused.sendall(b"GET /metrics HTTP/1.1\r\nHost: mx\r\n\r\n")
+            assert read_all(refused) == b""  # closed unanswered (a reset counts)
+        running.wait_for_log("metrics listener full")
+        held.pop().close()
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, "/healthz served again",
+                   timeout=3, daemon=running)
+    finally:
+        for sock in held:
+            sock.close()
