@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
                "Each step prints ok, FAIL with what to fix, or skip; exit 1 when one fails.")
     test.add_argument("--dry-run", action="store_true",
                       help="also run a full test issuance with certbot --dry-run")
+
+    dns = sub(commands, "dns", "the DNS records this configuration needs",
+              "See `elemta dns ACTION --help`.", config=False)
+    dns_cmds = dns.add_subparsers(dest="action", metavar="ACTION", required=True)
+    records = sub(dns_cmds, "records", "print the DNS records to publish, or check them",
+                  "MX, addresses, MTA-STS and TLS-reporting TXT, and TLSA records, as zone-file "
+                  "lines with fully qualified names; with --check each is looked up and marked "
+                  "present, MISSING or DIFFERENT (exit 1 unless all are present).")
+    records.add_argument("--check", action="store_true",
+                         help="look each record up in DNS and compare")
+    records.add_argument("--resolver", metavar="HOST:PORT",
+                         help="with --check: ask this DNS server (default: the system's resolvers)")
     return parser
 
 
@@ -132,6 +144,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         from elemta_smtp.commands.config_check import config_check
 
         return _report_done(config_check(loaded, out), own_process=argv is None)
+    if args.command == "dns":
+        from elemta_smtp.commands.dns_records import dns_records_main
+
+        return dns_records_main(loaded, out, check_dns=args.check, resolver=args.resolver)
     if args.action == "info":
         from elemta_smtp.commands.cert_info import cert_info_main
 

@@ -60,6 +60,12 @@ class LetsEncryptConfig(NamedTuple):
     directory_url: str
     http_addr: Address | None
     key_type: str  # "ecdsa" | "rsa"
+    https_addr: Address | None
+    challenge: str  # "http-01" | "tls-alpn-01"
+    extra_names: tuple[str, ...]
+    #: every name the certificate must cover, ``domain`` first: then ``extra_names``, then
+    #: ``mta-sts.<d>`` for each MTA-STS policy domain when [mta_sts] is enabled
+    names: tuple[str, ...]
 
     @property
     def acme_directory(self) -> str:
@@ -99,12 +105,39 @@ class MetricsConfig(NamedTuple):
     listen_addr: Address | None  # None: no /metrics and /healthz listener
 
 
+class MTASTSConfig(NamedTuple):
+    enabled: bool
+    mode: str  # "enforce" | "testing" | "none"
+    max_age: int  # seconds
+    mx: tuple[str, ...]  # default: [tls.letsencrypt] domain + extra_names
+    policy_domains: tuple[str, ...]  # default: [delivery] local_domains
+    tlsrpt_rua: str  # "" = no TLSRPT record
+
+
+class ClusterConfig(NamedTuple):
+    redis_url: str  # "" = a single host
+    password_file: Path | None
+    key_prefix: str
+    node_name: str  # "" = [server] hostname + pid, chosen when the daemon starts
+    lock_lease: float
+    sync_interval: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis_url)
+
+
+SINGLE_HOST = ClusterConfig("", None, "elemta:", "", 60.0, 30.0)
+
+
 class Config(NamedTuple):
     path: Path | None
     server: ServerConfig
     delivery: DeliveryConfig
     tls: TLSConfig
     notify: NotifyConfig
+    mta_sts: MTASTSConfig
+    cluster: ClusterConfig = SINGLE_HOST
     metrics: MetricsConfig = MetricsConfig(listen_addr=None)
 
 
@@ -187,10 +220,23 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
         problems.append(Problem(path, key, lines.get(key), message))
 
     s, d, t = v["server"], v["delivery"], v["tls"]
-    le, rn, n = v["tls.letsencrypt"], v["tls.renewal"], v["notify"]
+    le, rn, n, c = v["tls.letsencrypt"], v["tls.renewal"], v["notify"], v["cluster"]
     hostname = s["hostname"] or _default_hostname()
     domain = le["domain"] or hostname
     local_domains = d["local_domains"] or (hostname,)
+    sts = _mta_sts(v["mta_sts"], domain, le["extra_names"], local_domains)
+    names = tuple(dict.fromkeys((domain, *le["extra_names"],
+                                 *(f"mta-sts.{p}" for p in sts.policy_domains if sts.enabled))))
+    if le["challenge"] == "tls-alpn-01" and le["https_addr"] is None:
+        problem("tls.letsencrypt.challenge", 'is "tls-alpn-01" but [tls.letsencrypt] https_addr '
+                'is "": the CA validates TLS-ALPN-01 on port 443; set https_addr (default ":443") '
+                'or use challenge = "http-01"')
+    if sts.enabled and le["https_addr"] is None:
+        problem("mta_sts.enabled", 'needs the HTTPS listener, but [tls.letsencrypt] https_addr is "": '
+                'set it (default ":443"; senders fetch the policy on port 443) or disable [mta_sts]')
+    if not t["enabled"] and sts.enabled:
+        problem("tls.enabled", "is false, but [mta_sts] enabled needs the HTTPS listener, which "
+                "needs TLS: set [tls] enabled = true")
     if le["enabled"] and not le["email"]:
         problem("tls.letsencrypt.email", "is required when [tls.letsencrypt] enabled = true: "
                 "the CA sends expiry warnings there and elemta mails its notices there")
@@ -200,6 +246,10 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
     if (t["cert_file"] is None) != (t["key_file"] is None):
         problem("tls.cert_file" if t["cert_file"] is None else "tls.key_file",
                 "set both cert_file and key_file to use a certificate managed by hand, or neither")
+    if c["password_file"] is not None and ":" in c["redis_url"].partition("://")[2] \
+            .rpartition("@")[0]:
+        problem("cluster.password_file", "the password is given twice, in [cluster] redis_url "
+                "and in password_file: keep it in password_file only (redis://host:6379/0)")
     if s["listen_addr"] is None and (t["listen_addr"] is None or not t["enabled"]):
         problem("server.listen_addr", "no listener left: set [server] listen_addr or "
                 "[tls] listen_addr with [tls] enabled = true")
@@ -237,6 +287,10 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
                 directory_url=le["directory_url"],
                 http_addr=le["http_addr"],
                 key_type=le["key_type"],
+                https_addr=le["https_addr"],
+                challenge=le["challenge"],
+                extra_names=tuple(dict.fromkeys(n for n in le["extra_names"] if n != domain)),
+                names=names,
             ),
             renewal=RenewalConfig(**rn),
         ),
@@ -248,9 +302,23 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
             relay_password=n["relay_password"],
             relay_starttls=n["relay_starttls"],
         ),
+        mta_sts=sts,
+        cluster=ClusterConfig(**{**c, "password_file": _absolute(c["password_file"], base_dir)}),
         metrics=MetricsConfig(**v["metrics"]),
     )
     return config, problems
+
+
+def _mta_sts(m: dict[str, Any], domain: str, extra_names: tuple[str, ...],
+             local_domains: tuple[str, ...]) -> MTASTSConfig:
+    """[mta_sts] with its defaults: mx = the certificate's MX names, policy_domains = the
+    local domains."""
+    return MTASTSConfig(
+        enabled=m["enabled"], mode=m["mode"], max_age=int(m["max_age"]),
+        mx=tuple(dict.fromkeys(m["mx"] or (domain, *extra_names))),
+        policy_domains=tuple(dict.fromkeys(m["policy_domains"] or local_domains)),
+        tlsrpt_rua=m["tlsrpt_rua"],
+    )
 
 
 def _default_hostname() -> str:

@@ -149,6 +149,86 @@ def _local_part(value: object) -> str:
     return text.lower()
 
 
+#: RFC 8461 section 3.2: max_age is at most 31557600 seconds (about a year); a day at least,
+#: so that a sender's cached policy outlives a short outage of the HTTPS listener.
+MTA_STS_MIN_AGE = 86400
+MTA_STS_MAX_AGE = 31557600
+
+
+def _max_age(value: object) -> float:
+    seconds = parse_duration(value)
+    if not MTA_STS_MIN_AGE <= seconds <= MTA_STS_MAX_AGE:
+        raise ValueError(f"must be from \"1d\" to \"365d\" (RFC 8461 allows at most 31557600s), "
+                         f"got {toml_text(value)} ({seconds:g}s)")
+    return seconds
+
+
+def _mx_pattern(value: object) -> str:
+    """An MTA-STS "mx" pattern (RFC 8461 section 4.1): a host name, or "*." and a domain
+    (matching one more label)."""
+    text = _str(value).strip().lower().rstrip(".")
+    rest = text[2:] if text.startswith("*.") else text
+    if not DOMAIN.match(rest):
+        raise ValueError(f"{toml_text(value)} is not an MX host name such as \"mail.example.com\" "
+                         "(or a pattern such as \"*.example.com\")")
+    return text
+
+
+_RUA = re.compile(r"^(mailto:[^\s@,;!]+@[A-Za-z0-9.-]+|https://[^\s,;!]+)$")
+
+
+def _tlsrpt_rua(value: object) -> str:
+    """TLSRPT's rua (RFC 8460 section 3): "" or comma-separated mailto: / https: URIs."""
+    text = _str(value).strip()
+    if not text:
+        return ""
+    uris = [u.strip() for u in text.split(",")]
+    for uri in uris:
+        if not _RUA.match(uri):
+            raise ValueError(f"{toml_text(uri)} is not a TLSRPT report address: write "
+                             "\"mailto:tlsrpt@example.com\" or \"https://reports.example.com/tlsrpt\" "
+                             "(several separated by commas)")
+    return ",".join(uris)
+def _redis_url(value: object) -> str:
+    text = _str(value).strip()
+    if not text:
+        return ""
+    scheme, sep, rest = text.partition("://")
+    host = rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
+    if not sep or scheme not in ("redis", "rediss") or not host or host.startswith(":"):
+        shown = toml_text(mask_password(text))
+        raise ValueError(f"{shown} is not a Redis URL: write \"redis://host:6379/0\" (or "
+                         "\"rediss://host:6380/0\" for TLS), or \"\" for a single host")
+    return text
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password (if any) replaced by ``***``: every log line and error
+    shows a Redis URL this way."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{hostpart}"
+
+
+def _key_prefix(value: object) -> str:
+    text = _str(value)
+    if not text or len(text) > 64 or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{toml_text(value)} is not a key prefix: write 1 to 64 printable "
+                         "characters without spaces, such as \"elemta:\"")
+    return text
+
+
+def _node_name(value: object) -> str:
+    text = _str(value)
+    if len(text) > 128 or any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError(f"{toml_text(value)} is not a node name: write up to 128 printable "
+                         "characters without spaces, such as \"mx1\"")
+    return text
+
+
 def _relay(value: object) -> str:
     text = _str(value)
     if text:
@@ -195,6 +275,9 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "directory_url": (_str, ""),
         "http_addr": (_optional_address, ":80"),
         "key_type": (_choice("ecdsa", "rsa"), "ecdsa"),
+        "https_addr": (_optional_address, ":443"),
+        "challenge": (_choice("http-01", "tls-alpn-01"), "http-01"),
+        "extra_names": (_list(_domain), []),
     },
     "tls.renewal": {
         "auto_renew": (_bool, True),
@@ -213,5 +296,21 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
     "metrics": {
         "listen_addr": (_optional_address, ""),
     },
+    "mta_sts": {
+        "enabled": (_bool, False),
+        "mode": (_choice("enforce", "testing", "none"), "testing"),
+        "max_age": (_max_age, "7d"),
+        "mx": (_list(_mx_pattern), []),
+        "policy_domains": (_list(_domain), []),
+        "tlsrpt_rua": (_tlsrpt_rua, ""),
+    },
+    "cluster": {
+        "redis_url": (_redis_url, ""),
+        "password_file": (_optional_path, ""),
+        "key_prefix": (_key_prefix, "elemta:"),
+        "node_name": (_node_name, ""),
+        "lock_lease": (_duration(5, 3600), "60s"),
+        "sync_interval": (_duration(1, 3600), "30s"),
+    },
 }
-SECTIONS = {"server", "delivery", "tls", "notify", "metrics"}
+SECTIONS = {"server", "delivery", "tls", "notify", "metrics", "mta_sts", "cluster"}

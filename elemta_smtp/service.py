@@ -16,11 +16,13 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
-from elemta_smtp.acme.http01 import ChallengeSite, http01_site
+from elemta_smtp.acme.http01 import http01_site
+from elemta_smtp.acme.https import https_factory, https_wanted
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.wiring import DaemonReactor, build_manager
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
+from elemta_smtp.cluster.node import ClusterNode
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import (
     DEV_PID_FILE_ADVICE,
@@ -72,7 +74,7 @@ def listen_error(what: str, address: Address, exc: CannotListenError, dev: bool 
 
 #: Each listener's short name, in /healthz and the ``listener`` label of ``elemta_listener_up``.
 LISTENER_NAMES = {"SMTP": "smtp", "SMTPS (implicit TLS)": "smtps", "HTTP-01": "http-01",
-                  "metrics": "metrics"}
+                  "HTTPS (TLS-ALPN-01, MTA-STS)": "https", "metrics": "metrics"}
 
 
 class ServiceReactor(DaemonReactor, MaildirReactor, Protocol):
@@ -97,7 +99,6 @@ class ElemtaService(MultiService):
         self.open_at_start = 0  # descriptors open once the listeners are bound
         self.listening: list[tuple[str, IListeningPort]] = []  # (short name, port) as bound
         self.stopping = False
-        self._http_sites: list[ChallengeSite] = []  # they share one budget of connections
         # [metrics] on: the components count into this; off: None, and nothing is counted
         self.metrics = Metrics() if config.metrics.listen_addr is not None else None
         cache_dir = config.tls.letsencrypt.cache_dir
@@ -120,10 +121,20 @@ class ElemtaService(MultiService):
         settings = session_settings(config, starttls_available=starttls)
         self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor),
                                metrics=self.metrics)
+        self.cluster: ClusterNode | None = None
+        if config.cluster.enabled:
+            try:
+                self.cluster = ClusterNode(config, reactor, IReactorTime(reactor), now=_now,
+                                           installed=self._cluster_installed)
+            except CacheError as exc:  # the password file
+                raise StartupError(str(exc)) from None
+            self.cluster.setServiceParent(self)
         self.manager: CertManager | None = None
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            self.manager = build_manager(config, self.tls, reactor, self.metrics)
+            self.manager = build_manager(config, self.tls, reactor, self.cluster, self.metrics)
             self.manager.setServiceParent(self)
+            if self.cluster is not None:
+                self.cluster.link.on_back.append(self.manager.check)
         if self.metrics is not None:
             served = self.tls.served if self.tls is not None else list
             self.metrics.registry.register(StateCollector(served, self.listener_states,
@@ -139,21 +150,30 @@ class ElemtaService(MultiService):
                           self.smtp.implicit_tls_factory()))
         http_addr = config.tls.letsencrypt.http_addr
         if http_addr is not None:
+            shared = self.cluster.challenge_answer if self.cluster is not None else None
             site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
-                               IReactorTime(self.reactor), metrics=self.metrics)
-            found.append(("HTTP-01", http_addr, self._share_http_budget(cast(ChallengeSite, site))))
+                               IReactorTime(self.reactor), self.http_connection_cap,
+                               shared=shared)
+            found.append(("HTTP-01", http_addr, site))
+        https_addr = config.tls.letsencrypt.https_addr
+        if https_wanted(config) and self.tls is not None and https_addr is not None:
+            factory = https_factory(config, self.tls,
+                                    layout.tls_alpn_dir(config.tls.letsencrypt.cache_dir),
+                                    reactor=IReactorTime(self.reactor),
+                                    max_connections=self.http_connection_cap)
+            found.append(("HTTPS (TLS-ALPN-01, MTA-STS)", https_addr, factory))
         if self.metrics is not None and config.metrics.listen_addr is not None:
-            site = monitor_site(self.metrics.registry, self.health, IReactorTime(self.reactor))
-            found.append(("metrics", config.metrics.listen_addr, self._share_http_budget(site)))
+            site = monitor_site(self.metrics.registry, self.health, IReactorTime(self.reactor),
+                                max_connections=self.http_connection_cap)
+            found.append(("metrics", config.metrics.listen_addr, site))
         return found
 
-    def _share_http_budget(self, site: ChallengeSite) -> ChallengeSite:
-        """The HTTP listeners together stay within ``http_connection_cap``: each may open
-        what the others leave of it."""
-        self._http_sites.append(site)
-        site.max_connections = lambda: self.http_connection_cap() - sum(
-            other.open for other in self._http_sites if other is not site)
-        return site
+    def _http_listeners(self) -> int:
+        """How many HTTP listeners (HTTP-01, HTTPS, metrics) share the descriptors left
+        after SMTP's reserve."""
+        return ((self.config.tls.letsencrypt.http_addr is not None)
+                + (self.tls is not None and https_wanted(self.config))
+                + (self.metrics is not None and self.config.metrics.listen_addr is not None))
 
     # --- monitoring: /healthz and the scrape-time gauges ---
 
@@ -185,16 +205,19 @@ class ElemtaService(MultiService):
             log.info("listening for {what} on {host}:{port}", what=what,
                      host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
         self.open_at_start = descriptors.open_descriptors()
-        if self.config.tls.letsencrypt.http_addr is not None:
+        if self._http_listeners():
             self._check_http_budget()
         super().privilegedStartService()
 
     def http_connection_cap(self) -> int:
-        """HTTP-01 connections allowed open at once now (asked at each accept): the
-        listener's own cap, lowered so that SMTP's reserve of descriptors stays free."""
+        """Connections one HTTP listener (HTTP-01, HTTPS, metrics) may have open at once now
+        (asked at each accept): the listener's own cap, lowered so that SMTP's reserve of
+        descriptors stays free; the listeners share what is left evenly, so a flood on one
+        never starves another."""
+        listeners = max(1, self._http_listeners())
         return descriptors.http_connection_cap(
             descriptors.open_files_limit(), self.open_at_start,
-            self.config.server.max_connections, HTTP_MAX_CONNECTIONS)
+            self.config.server.max_connections, HTTP_MAX_CONNECTIONS * listeners) // listeners
 
     def _check_http_budget(self) -> None:
         """Say at start when the open-files limit squeezes the HTTP-01 listener."""
@@ -203,7 +226,7 @@ class ElemtaService(MultiService):
             return
         limit = descriptors.open_files_limit()
         needed = descriptors.needed_limit(self.open_at_start, self.config.server.max_connections,
-                                          HTTP_MAX_CONNECTIONS)
+                                          HTTP_MAX_CONNECTIONS * max(1, self._http_listeners()))
         fields = {"limit": limit, "open": self.open_at_start, "needed": needed,
                   "smtp": self.config.server.max_connections,
                   "other": descriptors.OTHER_DESCRIPTORS, "cap": cap}
@@ -244,6 +267,14 @@ class ElemtaService(MultiService):
     def reload(self) -> None:
         """SIGHUP: re-read every certificate; then let the manager look at it."""
         log.info("SIGHUP: reloading certificates")
+        if self.tls is not None:
+            self.tls.reload()
+        if self.manager is not None:
+            self.manager.after_reload()
+
+    def _cluster_installed(self) -> None:
+        """Another node's certificate was installed into live/: serve it, then let the
+        manager look at it (notices), as after SIGHUP."""
         if self.tls is not None:
             self.tls.reload()
         if self.manager is not None:

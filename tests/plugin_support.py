@@ -35,6 +35,17 @@ def achall(token: bytes = b"0123456789abcdef0123", domain: str = "mail.example.c
         account_key=ACCOUNT_KEY)
 
 
+def alpn_achall(domain: str = "mail.example.com") -> achallenges.KeyAuthorizationAnnotatedChallenge:
+    """A real annotated TLS-ALPN-01 challenge, parsed from the CA's JSON like certbot does."""
+    chall = challenges.Challenge.from_json({"type": "tls-alpn-01",
+                                            "token": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"})
+    challb = messages.ChallengeBody(chall=chall, uri="https://ca.test/chall/2",
+                                    status=messages.STATUS_PENDING)
+    return achallenges.KeyAuthorizationAnnotatedChallenge(
+        challb=challb, identifier=messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=domain),
+        account_key=ACCOUNT_KEY)
+
+
 CONFIG = """\
 # elemta.toml written by hand — comments and layout must survive the installer
 [server]

@@ -3,6 +3,7 @@ files, and a real ``elemta serve`` process that is always cleaned up."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -17,13 +18,32 @@ from pathlib import Path
 
 import tomlkit
 
+# Ports for test listeners come from below the kernel's ephemeral range (32768-60999 here):
+# a port found free there can be taken again by any outgoing connection or port-0 bind
+# (Pebble, redis, certbot, another daemon) before the daemon binds it, which made a cluster
+# test fail with "port already in use". Below it only explicit binds compete, and within one
+# run no port is handed out twice.
+_LOW, _HIGH = 12000, 32000
+_next_port = itertools.count(_LOW + (os.getpid() * 7919) % (_HIGH - _LOW))
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now."""
+
+def _bindable(port: int, host: str, kind: socket.SocketKind) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    with socket.socket(family, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port that nothing is bound to right now, outside the ephemeral range."""
+    for _ in range(_HIGH - _LOW):
+        port = _LOW + (next(_next_port) - _LOW) % (_HIGH - _LOW)
+        if _bindable(port, host, kind):
+            return port
+    raise RuntimeError(f"no free port between {_LOW} and {_HIGH} on {host}")
 
 
 @dataclass

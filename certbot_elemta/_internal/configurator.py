@@ -1,9 +1,9 @@
-"""The certbot plugin ``elemta``: installer and HTTP-01 authenticator for the
-elemta SMTP server.
+"""The certbot plugin ``elemta``: installer and HTTP-01 / TLS-ALPN-01 authenticator for
+the elemta SMTP server.
 
 Everything it knows about elemta comes from elemta.toml (``--elemta-config``);
 everything it gives elemta goes through the certificate cache
-(``live/<name>.pem``, ``webroot/``) and one SIGHUP.
+(``live/<name>.pem``, ``webroot/``, ``tls-alpn-01/``) and one SIGHUP.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from certbot.crypto_util import get_names_from_cert
 from certbot.display import util as display_util
 from certbot.plugins import common
 
-from certbot_elemta._internal import constants, success, tomledit
+from certbot_elemta._internal import cluster, constants, success, tomledit
 from certbot_elemta._internal.http01 import HTTP01Responder
 from certbot_elemta._internal.lineage import find_lineage
+from certbot_elemta._internal.tlsalpn01 import TLSALPN01, TLSALPN01Responder
 from elemta_smtp import daemon
 from elemta_smtp.cache import layout, lineages, live
 from elemta_smtp.cache.atomic import atomic_write
@@ -71,6 +72,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         self._installed = False  # did this run write a certificate into the cache?
         self._installed_path: Path | None = None
         self._http01: HTTP01Responder | None = None
+        self._tlsalpn01: TLSALPN01Responder | None = None
 
     # --- the config file -------------------------------------------------
 
@@ -113,21 +115,48 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
     # --- authenticator -----------------------------------------------------
 
     def get_chall_pref(self, identifier: str) -> Iterable[type[challenges.Challenge]]:
+        """[tls.letsencrypt] challenge first; TLS-ALPN-01 only when configured or asked for
+        (``--preferred-challenges tls-alpn-01``)."""
+        if self.elemta.tls.letsencrypt.challenge == TLSALPN01.typ:
+            return [TLSALPN01, challenges.HTTP01]
+        if TLSALPN01.typ in (getattr(self.config, "pref_challs", None) or []):
+            return [challenges.HTTP01, TLSALPN01]
         return [challenges.HTTP01]
 
     def perform(self, achalls: Sequence[achallenges.AnnotatedChallenge]
                 ) -> list[challenges.ChallengeResponse]:
-        if self._http01 is None:
-            le = self.elemta.tls.letsencrypt
-            self._http01 = HTTP01Responder(le.cache_dir, le.http_addr)
-        return self._http01.perform(achalls)
+        """Answer each challenge with its responder; the responses in the order asked."""
+        le = self.elemta.tls.letsencrypt
+        alpn = [a for a in achalls if a.chall.typ == TLSALPN01.typ]
+        http = [a for a in achalls if a.chall.typ != TLSALPN01.typ]
+        responses: dict[achallenges.AnnotatedChallenge, challenges.ChallengeResponse] = {}
+        if http:
+            if self._http01 is None:
+                self._http01 = HTTP01Responder(le.cache_dir, le.http_addr,
+                                               shared=cluster.shared_store(self.elemta))
+            responses.update(zip(http, self._http01.perform(http), strict=True))
+        if alpn:
+            if self._tlsalpn01 is None:
+                self._tlsalpn01 = TLSALPN01Responder(le.cache_dir, le.https_addr,
+                                                     shared=cluster.shared_store(self.elemta))
+            responses.update(zip(alpn, self._tlsalpn01.perform(alpn), strict=True))
+        return [responses[a] for a in achalls]
 
     def cleanup(self, achalls: Sequence[achallenges.AnnotatedChallenge]) -> None:
         if self._http01 is not None:
             self._http01.cleanup(achalls)
+        if self._tlsalpn01 is not None:
+            self._tlsalpn01.cleanup(achalls)
 
     def auth_hint(self, failed_achalls: list[achallenges.AnnotatedChallenge]) -> str:
         le = self.elemta.tls.letsencrypt
+        if any(a.chall.typ == TLSALPN01.typ for a in failed_achalls):
+            return ("The Certificate Authority could not complete the TLS-ALPN-01 handshake with "
+                    f"https://<domain>:443, answered by elemta on "
+                    f"{le.https_addr or '(nothing: https_addr is empty)'} from "
+                    f"{layout.tls_alpn_dir(le.cache_dir)}. Check that the domain's DNS points to "
+                    "this machine and that port 443 reaches that address (firewall, NAT, "
+                    "another web server in front).")
         return ("The Certificate Authority could not download the challenge answers from "
                 f"http://<domain>/.well-known/acme-challenge/, served by elemta on "
                 f"{le.http_addr or '(nothing: http_addr is empty)'} from "
@@ -137,7 +166,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
     # --- installer ---------------------------------------------------------
 
     def get_all_names(self) -> set[str]:
-        return {self.elemta.tls.letsencrypt.domain, self.elemta.server.hostname}
+        return {*self.elemta.tls.letsencrypt.names, self.elemta.server.hostname}
 
     # Every way in installs through one path: deploy_cert (run, install) and renew_deploy
     # (renew) check the certificate and queue it; restart() (called last in every flow, and
@@ -151,15 +180,23 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         certbot calls this once per domain of the certificate; it is written once.
         """
         cert_pem = _read(cert_path, "certificate")
-        names = get_names_from_cert(cert_pem)
-        name = names[0] if names else domain
+        name = self._primary(get_names_from_cert(cert_pem)) or domain
         self._queue(name, key_path, fullchain_path, self._lineage_of(cert_path))
         self._plan_config(name)
 
     def renew_deploy(self, lineage: interfaces.RenewableCert, *args: object, **kwargs: object) -> None:
         """After ``certbot renew``: queue the renewed certificate (``restart`` writes it)."""
-        self._queue(lineage.names()[0], lineage.key_path, lineage.fullchain_path,
-                    self._lineage(lineage.lineagename))
+        self._queue(self._primary(lineage.names()) or lineage.names()[0], lineage.key_path,
+                    lineage.fullchain_path, self._lineage(lineage.lineagename))
+
+    def _primary(self, names: Sequence[str]) -> str | None:
+        """The name a certificate is installed under (``live/<name>.pem``): elemta's domain
+        when the certificate covers it (a certificate for several names, whatever order
+        the CA put them in), else its first name."""
+        domain = self.elemta.tls.letsencrypt.domain
+        if any(n.lower() == domain for n in names):
+            return domain
+        return names[0] if names else None
 
     def _lineage(self, cert_name: str) -> lineages.Lineage:
         """The lineage ``cert_name`` in the folders this certbot run uses."""
@@ -194,6 +231,7 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         """Write the certificate, its lineage record, and say when the daemon cannot renew it."""
         name, lineage = install.name, install.lineage
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
+        self._publish(install)
         try:
             path = live.write_certificate(cache_dir, name, install.key_pem, install.fullchain_pem)
             if lineage is None:
@@ -208,6 +246,27 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         self._installed_path = path
         display_util.notify(f"Installed the certificate for {name} into elemta: {path}")
         self._warn_renewal(lineage)
+
+    def _publish(self, install: _Install) -> None:
+        """In a cluster, publish the certificate for every host first (under the daemon's
+        lease when the daemon runs this certbot); nothing is installed if that fails."""
+        store = cluster.shared_store(self.elemta)
+        if store is None:
+            return
+        cache_dir = self.elemta.tls.letsencrypt.cache_dir
+        try:
+            _path, pem = live.check_certificate(cache_dir, install.name, install.key_pem,
+                                                install.fullchain_pem)
+            serial = live.serial_of(pem)
+            fence = cluster.publish(store, install.name, pem, serial)
+        except CacheError as exc:
+            raise errors.PluginError(f"Could not publish the certificate for {install.name}: "
+                                     f"{exc}") from exc
+        finally:
+            store.close()
+        display_util.notify(f"Published the certificate for {install.name} (serial {serial}) "
+                            f"to the cluster's Redis at {store.where} (fencing token {fence}): "
+                            "every elemta host installs it within seconds.")
 
     def _warn_renewal(self, lineage: lineages.Lineage | None) -> None:
         """Say now, not at expiry, when the daemon will not be able to renew what was
@@ -239,8 +298,8 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
                 f"{self.config.live_dir} (cert name {self.config.certname!r}, domains "
                 f"{', '.join(domains) or 'none'}). Install it with 'certbot install --cert-name "
                 "NAME -i elemta'.")
-        self._queue(found.name, str(found.key_path), str(found.fullchain_path),
-                    self._lineage(found.cert_name))
+        self._queue(self._primary(found.names) or found.name, str(found.key_path),
+                    str(found.fullchain_path), self._lineage(found.cert_name))
 
     def _plan_config(self, name: str) -> None:
         """Queue the elemta.toml edits that make the daemon serve ``name``; ``save`` writes them."""

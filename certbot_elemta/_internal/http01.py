@@ -5,7 +5,8 @@ daemon serves that directory on ``[tls.letsencrypt] http_addr``; when nothing
 listens there, a ``ChallengeServer`` serves it from certbot until ``cleanup``.
 Before answering the CA, one local request checks that the address really
 serves what was written, so a foreign web server on the port is reported
-plainly instead of burning a failed validation at the CA.
+plainly instead of burning a failed validation at the CA. In a cluster each answer is
+also written to the shared store (with a time to live), where every other host finds it.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from acme import challenges
 from certbot import achallenges, errors
 
 from certbot_elemta._internal import constants
+from certbot_elemta._internal.cluster import SharedAnswers
 from certbot_elemta._internal.webserver import ChallengeServer
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import PATH_PREFIX, fetch_answer, remove_answer, write_answer
+from elemta_smtp.cache.redis_store import RedisStore
 from elemta_smtp.errors import CacheError, ChallengeError
 from elemta_smtp.units import Address
 
@@ -59,8 +62,10 @@ class HTTP01Responder:
     """Writes, serves (when needed) and removes HTTP-01 answers for one certbot run."""
 
     def __init__(self, cache_dir: Path, http_addr: Address | None,
-                 server_factory: ServerFactory = ChallengeServer) -> None:
+                 server_factory: ServerFactory = ChallengeServer,
+                 shared: RedisStore | None = None) -> None:
         self.cache_dir = cache_dir
+        self.shared = SharedAnswers(shared)
         self.http_addr = http_addr
         self.challenge_dir = layout.challenge_dir(cache_dir)
         self._server_factory = server_factory
@@ -83,6 +88,7 @@ class HTTP01Responder:
                 self._written[achall] = write_answer(self.challenge_dir, token, validation)
             except ChallengeError as exc:
                 raise errors.PluginError(str(exc)) from exc
+            self.shared.share("http-01", token, validation)
             responses.append(response)
             logger.debug("Wrote HTTP-01 answer for %s to %s", achall.identifier.value,
                          self._written[achall])
@@ -118,6 +124,9 @@ class HTTP01Responder:
             path = self._written.pop(achall, None)
             if path is not None:
                 remove_answer(path)
+                self.shared.unshare("http-01", path.name)
         if not self._written and self.server is not None:
             self.server.stop()
             self.server = None
+        if not self._written:
+            self.shared.close()

@@ -24,6 +24,7 @@ class Lineage:
     key_path: Path
     fullchain_path: Path
     cert_name: str           # certbot's name of the lineage (its live/ folder)
+    names: tuple[str, ...] = ()  # every name of the certificate
 
 
 def _names(cert_path: Path) -> list[str]:
@@ -57,4 +58,5 @@ def find_lineage(live_dir: Path, certname: str | None, domains: Iterable[str]) -
     if not candidates:
         return None
     _, entry, names = max(candidates, key=lambda c: c[0])
-    return Lineage(names[0], entry / "privkey.pem", entry / "fullchain.pem", entry.name)
+    return Lineage(names[0], entry / "privkey.pem", entry / "fullchain.pem", entry.name,
+                   tuple(names))

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from elemta_smtp.cache import layout
-from elemta_smtp.cache.challenges import fetch_answer, remove_answer, write_answer
+from elemta_smtp.cache.challenges import fetch_answer, remove_answer, write_alpn_answer, write_answer
+from elemta_smtp.cache.tlsalpn import fetch_validation, validates
 from elemta_smtp.config import Config
 from elemta_smtp.errors import ChallengeError
 
@@ -112,6 +113,60 @@ def check_http01(config: Config, addresses: Sequence[str], report: Report,
                 report.fail(f"{url} via {address} answered HTTP {status} without the probe token",
                             f"{address} is not served by this elemta: fix the DNS record of "
                             f"{le.domain} or the port forwarding to {http_addr}")
+    finally:
+        remove_answer(path)
+
+
+def check_tlsalpn01(config: Config, addresses: Sequence[str], report: Report,
+                    timeout: float = 10.0) -> None:
+    """The HTTPS listener answers TLS-ALPN-01 at every resolved address: a probe answer for
+    a name of its own (so a challenge certbot runs meanwhile is untouched) is written, and
+    a handshake as the CA makes it must present its validation certificate."""
+    le = config.tls.letsencrypt
+    https_addr = le.https_addr
+    if https_addr is None:
+        report.skip("TLS-ALPN-01: [tls.letsencrypt] https_addr is off")
+        return
+    try:
+        with socket.create_connection((https_addr.connect_host, https_addr.port), timeout=timeout):
+            pass
+        report.ok(f"HTTPS listener answers on {https_addr}")
+    except OSError as exc:
+        report.fail(f"nothing answers on the HTTPS listener {https_addr}: {exc.strerror or exc}",
+                    "start the daemon (`systemctl start elemta` or `elemta serve`)")
+        return
+    if https_addr.port != 443:
+        report.warn(f"https_addr uses port {https_addr.port}: the CA and MTA-STS senders always "
+                    "connect to port 443, so port 443 must be forwarded to it")
+    if not addresses:
+        report.skip(f"TLS-ALPN-01 probe through {le.domain}:443: the domain does not resolve")
+        return
+    name = f"elemta-probe-{secrets.token_hex(6)}.{le.domain}"
+    key_authorization = secrets.token_urlsafe(32)
+    folder = layout.tls_alpn_dir(le.cache_dir)
+    try:
+        path = write_alpn_answer(folder, name, key_authorization)
+    except ChallengeError as exc:
+        report.fail(f"cannot write a probe answer into {folder}: {exc.strerror or exc}",
+                    "run `elemta cert test` as the elemta user (or root)")
+        return
+    try:
+        for address in addresses:
+            where = f"{address} port {https_addr.port}"
+            try:
+                cert = fetch_validation(address, https_addr.port, name, timeout)
+            except OSError as exc:
+                report.fail(f"TLS-ALPN-01 handshake with {where} failed: {exc}",
+                            f"open port {https_addr.port} to this host in firewalls/NAT, make sure "
+                            f"no other program answers there, or fix the DNS record of {le.domain}")
+                continue
+            problem = validates(cert, name, key_authorization.encode())
+            if problem is None:
+                report.ok(f"TLS-ALPN-01 probe answered via {where}")
+            else:
+                report.fail(f"TLS-ALPN-01 probe via {where}: {problem}",
+                            f"{address} is not served by this elemta: fix the DNS record of "
+                            f"{le.domain} or the port forwarding to {https_addr}")
     finally:
         remove_answer(path)
 

@@ -3,7 +3,9 @@
 
 The certbot plugin writes the answers into ``<cache_dir>/webroot`` (the cache
 is the contract between the halves); this site reads them at request time, so
-tokens come and go without telling the daemon.
+tokens come and go without telling the daemon. In a cluster, a token this host does not
+have is looked up in the shared store (``shared``, off the reactor thread): the CA may ask
+any node for an answer another node's certbot wrote.
 """
 
 from __future__ import annotations
@@ -12,19 +14,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
+    Answer,
     AnswerError,
     answer_request,
     read_answer,
+    token_of,
 )
 
 if TYPE_CHECKING:
@@ -33,6 +38,8 @@ if TYPE_CHECKING:
 log = Logger()
 
 WELL_KNOWN = (".well-known", "acme-challenge")
+#: The shared store's answer for a challenge type and key (None: none there).
+SharedLookup = Callable[[str, str], Deferred[bytes | None]]
 
 
 class ChallengeResource(Resource):
@@ -42,9 +49,11 @@ class ChallengeResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, webroot: Path, metrics: Metrics | None = None) -> None:
+    def __init__(self, webroot: Path, shared: SharedLookup | None = None,
+                 metrics: Metrics | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._challenge_dir = webroot.joinpath(*WELL_KNOWN)
+        self._shared = shared
         self._served = metrics.challenges_served.labels("http-01") if metrics is not None else None
 
     def _read(self, token: str) -> bytes | None:
@@ -54,11 +63,28 @@ class ChallengeResource(Resource):
             log.warn("cannot read http-01 answer: {error}", error=exc.strerror)
             return None
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         method = request.method.decode("latin-1")
-        answer = answer_request(method, request.uri.decode("latin-1"),
-                                request.clientproto.decode("latin-1"),
-                                request.requestHeaders.getRawHeaders(b"host", []), self._read)
+        target = request.uri.decode("latin-1")
+        version = request.clientproto.decode("latin-1")
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        answer = answer_request(method, target, version, hosts, self._read)
+        token = token_of(target)
+        if answer.status != 404 or self._shared is None or token is None:
+            return self._send(request, answer)
+
+        def shared(found: bytes | None) -> None:
+            if request.finished or request.channel is None:  # the client went away
+                return
+            reply = answer_request(method, target, version, hosts, lambda _: found)
+            request.write(self._send(request, reply, " (from the cluster's store)"))  # type: ignore[no-untyped-call]
+            request.finish()  # type: ignore[no-untyped-call]
+
+        self._shared("http-01", token).addCallback(shared).addErrback(
+            lambda f: log.failure("http-01: shared answer lookup failed", failure=f))
+        return NOT_DONE_YET
+
+    def _send(self, request: Request, answer: Answer, where: str = "") -> bytes:
         if answer.close:
             request.channel.persistent = False
         request.setResponseCode(answer.status)
@@ -66,8 +92,8 @@ class ChallengeResource(Resource):
             request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
         if answer.served is not None:
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
-            log.info("http-01 challenge served token={token} to {client}",
-                     token=answer.served, client=getattr(peer, "host", str(peer)))
+            log.info("http-01 challenge served token={token} to {client}{where}",
+                     token=answer.served, client=getattr(peer, "host", str(peer)), where=where)
             if self._served is not None:
                 self._served.inc()
         return answer.body
@@ -88,8 +114,8 @@ class ChallengeChannel(http.HTTPChannel):
     def _deadline_passed(self) -> None:
         self._deadline = None
         transport: Any = self.transport
-        log.debug("{what}: dropping {client}: still open after {deadline:g}s",
-                  what=self.site.what, client=_host(transport.getPeer()),
+        log.debug("{label}: dropping {client}: still open after {deadline:g}s",
+                  label=self.site.label, client=_host(transport.getPeer()),
                   deadline=self.site.deadline)
         transport.abortConnection()
 
@@ -113,13 +139,15 @@ class ChallengeSite(Site):
 
     noisy = False
     displayTracebacks = False
+    label = "http-01"  # the listener's name in log lines
     protocol = ChallengeChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2 wrapper
 
     def __init__(self, resource: Resource, reactor: IReactorTime | None,
                  max_connections: Callable[[], int], deadline: float,
-                 what: str = "http-01") -> None:
+                 label: str | None = None) -> None:
         super().__init__(resource, reactor=reactor, timeout=None)  # type: ignore[no-untyped-call]
-        self.what = what  # the listener's name in log lines
+        if label is not None:
+            self.label = label
         self.max_connections = max_connections
         self.deadline = deadline
         self.open = 0
@@ -129,14 +157,14 @@ class ChallengeSite(Site):
         cap = self.max_connections()
         if self.open >= cap:
             if self._refused == 0:
-                log.warn("{what} listener full ({open} connections open, at most {cap}): "
+                log.warn("{label} listener full ({open} connections open, at most {cap}): "
                          "refusing new connections until some close",
-                         what=self.what, open=self.open, cap=cap)
+                         label=self.label, open=self.open, cap=cap)
             self._refused += 1
             return None
         if self._refused:
-            log.info("{what} listener accepting again ({refused} connections refused meanwhile)",
-                     what=self.what, refused=self._refused)
+            log.info("{label} listener accepting again ({refused} connections refused meanwhile)",
+                     label=self.label, refused=self._refused)
             self._refused = 0
         channel: ChallengeChannel = super().buildProtocol(addr)  # type: ignore[no-untyped-call]
         return channel
@@ -153,9 +181,11 @@ class ChallengeSite(Site):
 
 def http01_site(webroot: Path, reactor: IReactorTime | None = None,
                 max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
-                deadline: float = REQUEST_DEADLINE, metrics: Metrics | None = None) -> Site:
+                deadline: float = REQUEST_DEADLINE, shared: SharedLookup | None = None,
+                metrics: Metrics | None = None) -> Site:
     """The site to listen with on ``[tls.letsencrypt] http_addr``: it serves
     ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere.
     ``max_connections()`` is asked at each accept (the daemon lowers it when file
     descriptors run short)."""
-    return ChallengeSite(ChallengeResource(webroot, metrics), reactor, max_connections, deadline)
+    return ChallengeSite(ChallengeResource(webroot, shared, metrics), reactor, max_connections,
+                         deadline)

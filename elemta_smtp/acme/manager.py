@@ -9,6 +9,10 @@ Every check (at start, then every ``check_interval``, sooner while retrying):
    ``certbot renew`` under ``renewal_timeout``; a failure is queued for mailing.
 3. Notices: plan (pure, ``notices.plan``), save state, mail, record what went.
 
+In a cluster (``[cluster] redis_url``) steps 1 and 2 run only under the cluster's issuance
+lock (``coordinator``): a node that does not get it waits and looks again; one that gets it
+checks again first, since another node's certificate may have arrived meanwhile.
+
 Renewal runs before the notice check, so a healthy renewal never produces an
 expiry warning. After a SIGHUP reload the daemon calls ``after_reload`` which
 runs step 3 only: a renewal done by a systemd timer or ``elemta cert renew``
@@ -27,12 +31,14 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from elemta_smtp.acme.notifier import NoticeMailer, Notifier
+from elemta_smtp.acme.notifier import Claims, NoticeMailer, Notifier
 from elemta_smtp.acme.renewal import (
     CertFacts,
     cap_sentence,
     decide_renewal,
     format_span,
+    mismatch_sentence,
+    name_mismatch,
     retry_delay,
 )
 from elemta_smtp.acme.runner import (
@@ -46,6 +52,7 @@ from elemta_smtp.acme.runner import (
 from elemta_smtp.cache.layout import state_path
 from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
 from elemta_smtp.cache.state import Event
+from elemta_smtp.cluster.issuance import GO, Permit
 from elemta_smtp.config import Config
 
 if TYPE_CHECKING:
@@ -56,6 +63,13 @@ log = Logger(namespace="elemta.acme")
 
 class Runner(Protocol):
     def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]: ...
+
+
+class Coordinator(Protocol):
+    """The cluster's issuance lock (``cluster.issuance.ClusterIssuance``)."""
+
+    def begin(self, name: str) -> Deferred[Permit]: ...
+    def end(self, permit: Permit) -> Deferred[None]: ...
 
 
 @dataclass
@@ -92,6 +106,7 @@ class CertManager(Service):
                  runner: Runner, mailer: NoticeMailer, *,
                  reload: Callable[[], object] | None = None,
                  python: str | None = None, user: User | None = None,
+                 coordinator: Coordinator | None = None, claims: Claims | None = None,
                  metrics: Metrics | None = None) -> None:
         self.config = config
         self._served = served
@@ -100,7 +115,10 @@ class CertManager(Service):
         self._mailer = mailer
         self._reload = reload
         self._python = python
-        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir), mailer, metrics)
+        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir), mailer, claims,
+                                 metrics)
+        self._coordinator = coordinator
+        self._wait: float | None = None  # the lock was refused: look again after this
         self._metrics = metrics
         if metrics is not None:  # the series exist from the start (0: renewal not failing)
             domain = config.tls.letsencrypt.domain
@@ -115,6 +133,7 @@ class CertManager(Service):
         self._renew = _Retry()
         self._force_next_acquire = False
         self._capped_logged: set[str] = set()
+        self._mismatch_logged: set[str] = set()
         self._blocked_logged: set[tuple[str, str]] = set()
         self._user = user if user is not None else current_user()
         self._notices_again = False
@@ -201,11 +220,23 @@ class CertManager(Service):
     # --- the check ---
 
     def _current(self) -> CertFacts | None:
-        """The certificate served for the domain if it is real and not expired."""
+        """The certificate served for the domain if it is real, not expired, and has exactly
+        the configured names (``[tls.letsencrypt] names``); a certificate whose names differ
+        is replaced by a new one (said once per certificate)."""
+        le = self.config.tls.letsencrypt
         facts = self._served()
         if facts is None or facts.is_bootstrap:
             return None
-        if not facts.covers(self.config.tls.letsencrypt.domain) or facts.not_after <= self.now():
+        if not facts.covers(le.domain) or facts.not_after <= self.now():
+            return None
+        missing, extra = name_mismatch(facts, le.names)
+        if missing or extra:
+            self._force_next_acquire = True  # certbot may hold a lineage with these names
+            if facts.serial not in self._mismatch_logged:
+                self._mismatch_logged.add(facts.serial)
+                log.info("{sentence}: obtaining a new certificate for {names}",
+                         sentence=mismatch_sentence(facts, missing, extra),
+                         names=", ".join(le.names))
             return None
         return facts
 
@@ -226,6 +257,9 @@ class CertManager(Service):
                 await self._maybe_renew(current)
             await self._notify()
         finally:
+            refused, self._wait = self._wait, None
+            if refused is not None:
+                next_delay = min(interval, refused)
             self._schedule(next_delay)
 
     def _run(self, argv: list[str]) -> Deferred[RunResult]:
@@ -242,11 +276,37 @@ class CertManager(Service):
         if self._reload is not None:
             self._reload()
 
+    async def _exclusive(self) -> Permit:
+        """The cluster's issuance lock (granted at once on a single host). When refused,
+        the next check comes when the coordinator says (or at the regular interval)."""
+        if self._coordinator is None:
+            return GO
+        permit = await self._coordinator.begin(self.config.tls.letsencrypt.domain)
+        if not permit.granted:
+            interval = self.config.tls.renewal.check_interval
+            self._wait = permit.retry_after if permit.retry_after is not None else interval
+        return permit
+
+    async def _release(self, permit: Permit) -> None:
+        if self._coordinator is not None and permit.lease is not None:
+            await self._coordinator.end(permit)
+
     async def _obtain(self) -> None:
+        permit = await self._exclusive()
+        if not permit.granted:
+            return
+        try:
+            if self._current() is None:  # another node's certificate may have arrived
+                await self._obtain_now()
+        finally:
+            await self._release(permit)
+
+    async def _obtain_now(self) -> None:
         le = self.config.tls.letsencrypt
         attempt = self._acquire.failures + 1
-        log.info("obtaining a certificate for {domain} from {server} (attempt {attempt})",
-                 domain=le.domain, server=le.acme_directory, attempt=attempt)
+        log.info("obtaining a certificate for {names} from {server} (attempt {attempt})",
+                 names=", ".join(le.names), server=le.acme_directory, attempt=attempt,
+                 domain=le.domain)
         if self._metrics is not None:
             self._metrics.acquisition_attempts.labels(le.domain).inc()
         kwargs: dict[str, Any] = {"force": self._force_next_acquire}
@@ -285,7 +345,7 @@ class CertManager(Service):
         if self._acquire.failures == 1:  # mailed once per run of failures, not at every retry
             self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
-                kind="acquire-failed", at=self.now(), names=(le.domain,), reason=reason))
+                kind="acquire-failed", at=self.now(), names=le.names, reason=reason))
         log.error("could not obtain a certificate for {domain}: {reason}; still serving {served}; "
                   "retrying in {delay} (certbot's log: {logs})",
                   domain=le.domain, reason=_one_line(reason), served=self._describe_served(),
@@ -302,17 +362,37 @@ class CertManager(Service):
             log.info("{sentence}", sentence=sentence)
         if not decision.due or self._clock.seconds() < self._renew.not_before:
             return
-        domain = self.config.tls.letsencrypt.domain
         lineage = self._lineage(current)
         if self._renewal_blocked(current, lineage):
             return
+        permit = await self._exclusive()
+        if not permit.granted:
+            return
+        try:
+            after = self._current()  # another node may have renewed it meanwhile
+            if after is not None and after.serial == current.serial:
+                await self._renew_now(current, lineage, decision.remaining, decision.window)
+        finally:
+            await self._release(permit)
+
+    async def _renew_now(self, current: CertFacts, lineage: Lineage, remaining: timedelta,
+                         window: timedelta) -> None:
+        renewal = self.config.tls.renewal
+        now = self.now()
+        domain = self.config.tls.letsencrypt.domain
         log.info("renewing the certificate for {domain} (serial {serial}): {left} left, renewal "
                  "window {window}", domain=domain, serial=current.serial,
-                 left=format_span(decision.remaining), window=format_span(decision.window))
+                 left=format_span(remaining), window=format_span(window))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
         if self._metrics is not None:
             self._metrics.renewal_attempts.labels(domain).inc()
-        result = await self._run(renew_command(self.config, lineage, **kwargs))
+        if self._coordinator is not None and not lineage.renewal_conf.is_file():
+            # a cluster node that never obtained this certificate itself has no lineage to
+            # renew: it obtains a new certificate for the domain instead
+            argv = certonly_command(self.config, force=True, **kwargs)
+        else:
+            argv = renew_command(self.config, lineage, **kwargs)
+        result = await self._run(argv)
         if result.ok:
             self._refresh()
             after = self._current()

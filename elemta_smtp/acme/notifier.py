@@ -1,7 +1,8 @@
 """The notice step of every certificate check: decide what is due (``notices.plan``,
 pure), save the state before mailing, mail each notice, record what went. A notice that
 cannot be mailed stays in ``state.json`` and is tried again at the next check; a restart
-never mails a notice twice."""
+never mails a notice twice. In a cluster each notice is claimed first (``Claims``), so it is
+mailed by one node, not by every node."""
 
 from __future__ import annotations
 
@@ -33,12 +34,22 @@ class NoticeMailer(Protocol):
     def send(self, notice: notices.Notice, now: datetime) -> Deferred[None]: ...
 
 
+class Claims(Protocol):
+    """Who mails a notice in a cluster (``cluster.claims.NoticeClaims``)."""
+
+    def claim(self, key: str) -> Deferred[bool | None]:
+        """True: this node; False: another node; None: cannot tell now (try again later)."""
+    def release(self, key: str) -> Deferred[None]: ...
+
+
 class Notifier:
     """The notice state (``state.json``) and the mailing of what is due."""
 
-    def __init__(self, state_file: Path, mailer: NoticeMailer, metrics: Metrics | None = None) -> None:
+    def __init__(self, state_file: Path, mailer: NoticeMailer,
+                 claims: Claims | None = None, metrics: Metrics | None = None) -> None:
         self._state_file = state_file
         self._mailer = mailer
+        self._claims = claims
         self._metrics = metrics
         self.state = State()
 
@@ -71,6 +82,14 @@ class Notifier:
             self._save()
         recipients = self._mailer.recipients
         for notice in planned.notices:
+            if self._claims is not None:
+                mine = await self._claims.claim(notice.key)
+                if mine is None:  # Redis unreachable: nobody can tell who mails it; later
+                    continue
+                if not mine:  # another node mails it
+                    self.state = notices.mark_sent(self.state, notice)
+                    self._save()
+                    continue
             (log.warn if notice.kind in URGENT else log.info)(
                 "notice: {subject}", subject=notice.subject, kind=notice.kind, key=notice.key)
             if not recipients:
@@ -85,6 +104,8 @@ class Notifier:
                     log.error("could not mail notice \"{subject}\": {reason}; retrying at the "
                               "next check", subject=notice.subject,
                               reason=getattr(exc, "reason", None) or str(exc))
+                    if self._claims is not None:  # another node may do better meanwhile
+                        await self._claims.release(notice.key)
                     continue
                 if self._metrics is not None:
                     self._metrics.notices_sent.labels(notice.kind).inc()

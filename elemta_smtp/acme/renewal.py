@@ -8,6 +8,7 @@ certificate's lifetime, and the cap is said out loud (log and config check).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,6 +46,27 @@ class CertFacts:
             if name.startswith("*.") and domain.partition(".")[2] == name[2:]:
                 return True
         return False
+
+
+def name_mismatch(cert: CertFacts, wanted: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """How ``cert``'s names differ from the ``wanted`` ones (``[tls.letsencrypt] names``):
+    (wanted names it does not cover, names it has that are not wanted); both empty when
+    it is the certificate the configuration asks for."""
+    missing = tuple(n for n in wanted if not cert.covers(n))
+    wanted_set = {n.lower().rstrip(".") for n in wanted}
+    extra = tuple(n for n in cert.names if n.lower().rstrip(".") not in wanted_set)
+    return missing, extra
+
+
+def mismatch_sentence(cert: CertFacts, missing: Sequence[str], extra: Sequence[str]) -> str:
+    """The words for ``name_mismatch``'s result: which names are missing, which are extra."""
+    parts = []
+    if missing:
+        parts.append(f"it does not cover {', '.join(missing)}")
+    if extra:
+        parts.append(f"it covers {', '.join(extra)}, no longer in elemta.toml")
+    return f"the certificate served (serial {cert.serial}) does not match the configured names: " \
+        + " and ".join(parts)
 
 
 @dataclass(frozen=True)

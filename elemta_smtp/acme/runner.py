@@ -39,10 +39,16 @@ from elemta_smtp.config import Config
 log = Logger(namespace="elemta.acme.runner")
 
 #: Put the child in a new session (and so a new process group), become the user given as
-#: ``UID GID`` (with that user's groups; ``- -``: stay who we are), then exec the command.
-#: The wrapper runs as the parent's user, so it can always start; only the command runs as
-#: the other user.
+#: ``UID GID`` (with that user's groups; ``- -``: stay who we are), ask Linux to send it
+#: SIGTERM when the daemon dies (a certbot left running by a killed daemon would hold a
+#: cluster lease nobody renews), then exec the command. The wrapper runs as the parent's
+#: user, so it can always start; only the command runs as the other user.
 _SPAWN = """import os, sys
+try:
+    import ctypes, signal  # before setuid: the other user may not read this Python's files
+except ImportError:
+    ctypes = None
+parent = os.getppid()
 os.setsid()
 uid, gid = sys.argv[1:3]
 if uid != "-":
@@ -53,6 +59,13 @@ if uid != "-":
     except KeyError:
         os.setgroups([int(gid)])
     os.setuid(int(uid))
+if sys.platform == "linux" and ctypes is not None:
+    try:  # after setuid, which clears it
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        sys.exit("elemta: the daemon that started certbot has ended")
 os.execvp(sys.argv[3], sys.argv[3:])
 """
 TAIL_LINES = 40
@@ -256,11 +269,14 @@ def _base(lineage: Lineage, python: str) -> list[str]:
 def certonly_command(config: Config, python: str = sys.executable,
                      dry_run: bool = False, force: bool = False) -> list[str]:
     """``certbot certonly`` with the elemta authenticator and installer, into elemta's
-    own certbot folders."""
+    own certbot folders, for every name of ``[tls.letsencrypt] names`` (one lineage named
+    after the domain; a changed name set replaces its certificate). The challenge type
+    follows [tls.letsencrypt] challenge through the plugin, which reads elemta.toml."""
     le = config.tls.letsencrypt
     lineage = own_lineage(le.cache_dir, cert_name(config))
     command = [*_base(lineage, python), "certonly", "-a", "elemta", "-i", "elemta",
-               "--elemta-config", str(_config_path(config)), "-d", le.domain,
+               "--elemta-config", str(_config_path(config)),
+               *(arg for name in le.names for arg in ("-d", name)),
                "--cert-name", lineage.cert_name, "--server", le.acme_directory,
                "-m", le.email, "--agree-tos", "--key-type", le.key_type]
     if dry_run:

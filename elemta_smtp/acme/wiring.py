@@ -1,17 +1,21 @@
 """The certificate manager as the daemon runs it: what it is told about the served
-certificate, certbot through the reactor, notices by SMTP."""
+certificate, certbot through the reactor, notices by SMTP; in a cluster, the issuance lock,
+the lease given to certbot, and the notice claims."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from twisted.internet.defer import Deferred
 
 from elemta_smtp.acme.mailer import ConnectReactor, Mailer
 from elemta_smtp.acme.manager import CertManager
 from elemta_smtp.acme.renewal import CertFacts
-from elemta_smtp.acme.runner import Clock, ProcessRunner, SpawnReactor
+from elemta_smtp.acme.runner import Clock, ProcessRunner, RunResult, SpawnReactor
+from elemta_smtp.cluster.node import ClusterNode
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import DAEMON_PID_ENV
 from elemta_smtp.tls.context import ServedCertificate
@@ -52,17 +56,40 @@ class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
     """The reactor interfaces the manager, runner and mailer use together."""
 
 
+class LeaseRunner:
+    """Runs certbot with the environment of the moment: the cluster lease it works under
+    (``extra()``) added to ``env``."""
+
+    def __init__(self, reactor: SpawnReactor, env: Mapping[str, str],
+                 extra: Callable[[], Mapping[str, str]]) -> None:
+        self._reactor = reactor
+        self._env = dict(env)
+        self._extra = extra
+
+    def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]:
+        return ProcessRunner(self._reactor, env={**self._env, **self._extra()}).run(argv, timeout)
+
+
 def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor,
+                  cluster: ClusterNode | None = None,
                   metrics: Metrics | None = None) -> CertManager:
     """The manager as the daemon runs it: certbot through the reactor, notices by SMTP.
 
     The certbot it runs finds this daemon's pid in ``DAEMON_PID_ENV``, so the elemta
-    installer does not SIGHUP it: the manager reloads once, itself, when certbot ends."""
+    installer does not SIGHUP it: the manager reloads once, itself, when certbot ends. In a
+    cluster it runs certbot under the issuance lock, tells certbot the lease, and claims
+    each notice before mailing it."""
     le = config.tls.letsencrypt
 
     def served() -> CertFacts | None:
         return facts_from_served(tls.served(), le.domain, le.cache_dir)
 
-    runner = ProcessRunner(reactor, env={**os.environ, DAEMON_PID_ENV: str(os.getpid())})
-    return CertManager(config, served, reactor, runner, Mailer(config, reactor),
-                       reload=tls.reload, metrics=metrics)
+    env = {**os.environ, DAEMON_PID_ENV: str(os.getpid())}
+    mailer = Mailer(config, reactor)
+    if cluster is None:
+        return CertManager(config, served, reactor, ProcessRunner(reactor, env=env), mailer,
+                           reload=tls.reload, metrics=metrics)
+    runner = LeaseRunner(reactor, env, cluster.issuance.certbot_env)
+    return CertManager(config, served, reactor, runner, mailer, reload=tls.reload,
+                       coordinator=cluster.issuance, claims=cluster.claims,
+                       metrics=metrics)

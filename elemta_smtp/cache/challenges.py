@@ -1,9 +1,10 @@
 """Challenge answers in the cache, and the rules every HTTP-01 listener of elemta follows.
 
 One folder per challenge type: HTTP-01 answers are files named after their token in
-``<cache_dir>/webroot/.well-known/acme-challenge/`` (``layout.challenge_dir``); the
-TLS-ALPN-01 answers (one key authorization per pending name) will get a folder of their
-own next to it, written by the same private writer below.
+``<cache_dir>/webroot/.well-known/acme-challenge/`` (``layout.challenge_dir``); TLS-ALPN-01
+answers are files named after the pending DNS name in ``<cache_dir>/tls-alpn-01/``
+(``layout.tls_alpn_dir``), each holding that name's key authorization. Both are written by
+the same writer below (atomic, 0644 in 0755 folders) and read by the same reader.
 
 Both halves use this module: the certbot plugin writes and removes answers, and serves
 them itself while no daemon listens; the daemon's Twisted site (``acme/http01.py``)
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elemta_smtp.cache.atomic import atomic_write
+from elemta_smtp.certs.names import is_dns_name, normalize
 from elemta_smtp.errors import ChallengeError, WriteError
 
 #: HTTP-01 tokens are base64url without padding (RFC 8555 section 8.3); nothing else is a file name.
@@ -92,7 +94,7 @@ def make_dirs(challenge_dir: Path) -> None:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise ChallengeError(f"Could not create {directory} for the HTTP-01 answers: "
+                raise ChallengeError(f"Could not create {directory} for the challenge answers: "
                                      f"{exc.strerror}. {_RETRY}", exc.strerror or "") from None
             os.chmod(directory, ANSWER_DIR_MODE)
 
@@ -115,6 +117,41 @@ def write_answer(challenge_dir: Path, token: str, validation: str | bytes) -> Pa
                          "HTTP-01 answer")
 
 
+def alpn_answer_path(alpn_dir: Path, name: str) -> Path:
+    """Where the TLS-ALPN-01 key authorization for ``name`` lives; a name that is not a
+    plain DNS name (no wildcard, no path) is refused."""
+    clean = normalize(name)
+    if not is_dns_name(clean):
+        raise ChallengeError(
+            f"The CA asked for a TLS-ALPN-01 answer for {name!r}, which is not a DNS name: "
+            "refusing to use it as a file name. Check that --server points at a real ACME CA.")
+    return alpn_dir / clean
+
+
+def write_alpn_answer(alpn_dir: Path, name: str, key_authorization: str) -> Path:
+    """Write the key authorization for ``name`` (0644) into ``<cache_dir>/tls-alpn-01/``."""
+    return _write_public(alpn_dir, alpn_answer_path(alpn_dir, name),
+                         key_authorization.encode("ascii"), "TLS-ALPN-01 answer")
+
+
+def read_alpn_answer(alpn_dir: Path, name: str | None) -> bytes | None:
+    """The key authorization pending for ``name`` (a client's SNI: anything), or None when
+    there is none, ``name`` is no DNS name, or the file is not a plain small file (the
+    rules of ``read_answer``). Raises ``AnswerError`` for other I/O errors."""
+    if not name:
+        return None
+    clean = normalize(name)
+    if not is_dns_name(clean):
+        return None
+    found = _read_file(alpn_dir / clean)
+    return found.strip() if found is not None else None
+
+
+def forget_alpn_answer(alpn_dir: Path, name: str) -> None:
+    """Remove the TLS-ALPN-01 answer for ``name`` (gone already is fine)."""
+    remove_answer(alpn_answer_path(alpn_dir, name))
+
+
 def remove_answer(path: Path) -> None:
     """Remove an answer; one that is already gone is fine."""
     with contextlib.suppress(FileNotFoundError):
@@ -130,7 +167,12 @@ def read_answer(challenge_dir: Path, token: str) -> bytes | None:
     (the caller logs it). The file descriptor is always closed."""
     if not is_token(token):
         return None
-    path = challenge_dir / token
+    return _read_file(challenge_dir / token)
+
+
+def _read_file(path: Path) -> bytes | None:
+    """One answer file: never through a symlink, only a regular file of MAX_ANSWER bytes
+    at most (else None); other I/O errors raise ``AnswerError``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -185,8 +227,9 @@ class Answer:
     served: str | None = None
 
 
-def _answer(method: str, status: int, body: bytes, content_type: str,
-            *extra: tuple[str, str], close: bool = False, served: str | None = None) -> Answer:
+def make_answer(method: str, status: int, body: bytes, content_type: str,
+                *extra: tuple[str, str], close: bool = False, served: str | None = None) -> Answer:
+    """The ``Answer`` for ``method`` (no body for HEAD, nothing "served" but for GET)."""
     headers = (("Content-Type", content_type), ("Content-Length", str(len(body))), *extra)
     return Answer(status, headers, b"" if method == "HEAD" else body, close,
                   served if method == "GET" else None)
@@ -203,15 +246,15 @@ def answer_request(method: str, target: str, version: str, hosts: Sequence[str |
     """
     problem = host_problem(version, hosts)
     if problem is not None:  # RFC 9112: 400; and the connection is closed after it
-        return _answer(method, 400, f"bad request: {problem}\n".encode(), PLAIN_UTF8,
+        return make_answer(method, 400, f"bad request: {problem}\n".encode(), PLAIN_UTF8,
                        ("Connection", "close"), close=True)
     if method not in ("GET", "HEAD"):
-        return _answer(method, 405, b"method not allowed\n", PLAIN_UTF8, ("Allow", "GET, HEAD"))
+        return make_answer(method, 405, b"method not allowed\n", PLAIN_UTF8, ("Allow", "GET, HEAD"))
     token = token_of(target)
     found = read(token) if token is not None else None
     if found is None:
-        return _answer(method, 404, b"not found\n", PLAIN_UTF8, ("Cache-Control", "no-store"))
-    return _answer(method, 200, found, "text/plain", ("Cache-Control", "no-store"),
+        return make_answer(method, 404, b"not found\n", PLAIN_UTF8, ("Cache-Control", "no-store"))
+    return make_answer(method, 200, found, "text/plain", ("Cache-Control", "no-store"),
                    served=token)
 
 

@@ -26,6 +26,11 @@ def challenge_dir(cache_dir: Path) -> Path:
     return webroot(cache_dir) / ".well-known" / "acme-challenge"
 
 
+def tls_alpn_dir(cache_dir: Path) -> Path:
+    """TLS-ALPN-01 answers: one file per pending name holding its key authorization."""
+    return cache_dir / "tls-alpn-01"
+
+
 def certbot_dir(cache_dir: Path) -> Path:
     return cache_dir / "certbot"
 
@@ -90,5 +95,6 @@ def ensure_layout(cache_dir: Path) -> None:
     for folder in (cache_dir, live_dir(cache_dir), certbot_dir(cache_dir), lineage_dir(cache_dir)):
         make_dir(folder, PRIVATE_DIR_MODE)
     # The daemon (or another web server) must be able to read challenge answers.
-    for folder in (webroot(cache_dir), webroot(cache_dir) / ".well-known", challenge_dir(cache_dir)):
+    for folder in (webroot(cache_dir), webroot(cache_dir) / ".well-known", challenge_dir(cache_dir),
+                   tls_alpn_dir(cache_dir)):
         make_dir(folder, PUBLIC_DIR_MODE)

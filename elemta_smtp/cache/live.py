@@ -12,7 +12,7 @@ from elemta_smtp.cache.atomic import atomic_write
 from elemta_smtp.cache.layout import bootstrap_path, certificate_path, ensure_layout, live_dir
 from elemta_smtp.certs.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
 from elemta_smtp.certs.names import is_dns_name
-from elemta_smtp.certs.validate import check_structure
+from elemta_smtp.certs.validate import check_bundle, check_structure
 from elemta_smtp.errors import CacheError, InvalidCertificate
 
 
@@ -40,6 +40,36 @@ def write_certificate(cache_dir: Path, name: str, key_pem: bytes, fullchain_pem:
     ensure_layout(cache_dir)
     atomic_write(path, data)
     return path
+
+
+def check_published(cache_dir: Path, name: str, pem: bytes, serial: str,
+                    now: datetime) -> tuple[Path, CertificateBundle]:
+    """Would ``live/<name>.pem`` be served if it held ``pem`` (a combined PEM published by
+    another host, said to have ``serial``)? The checks every certificate file gets (key
+    matches leaf, chain complete, not expired, names cover ``name``), and the serial must be
+    the one announced. Returns where it would go and the parsed bundle; raises
+    ``InvalidName`` or ``InvalidCertificate`` saying why not."""
+    path = certificate_path(cache_dir, name)
+    bundle = parse_bundle(pem, path)
+    check_bundle(bundle, now=now, required_name=name)
+    actual = serial_hex(bundle.leaf)
+    if actual != serial.lower():
+        raise InvalidCertificate(path, f"it was published as serial {serial} but its "
+                                       f"certificate has serial {actual}")
+    return path, bundle
+
+
+def write_published(cache_dir: Path, name: str, pem: bytes, serial: str, now: datetime) -> Path:
+    """Validate (``check_published``), then atomically install ``live/<name>.pem``."""
+    path, _bundle = check_published(cache_dir, name, pem, serial, now)
+    ensure_layout(cache_dir)
+    atomic_write(path, pem)
+    return path
+
+
+def serial_of(pem: bytes) -> str:
+    """The serial (lower-case hex) of the leaf in a combined PEM already checked."""
+    return serial_hex(parse_bundle(pem, Path("<published>")).leaf)
 
 
 def write_bootstrap(cache_dir: Path, pem: bytes) -> Path:

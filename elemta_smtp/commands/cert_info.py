@@ -15,6 +15,7 @@ from elemta_smtp.tls.report import (
     CertInfo,
     ProbeResult,
     certificate_report,
+    name_report,
     nothing_served,
     report_problems,
     with_probes,
@@ -139,6 +140,9 @@ def cert_info_main(config: Config, as_json: bool, out: TextIO) -> int:
         return 1
     problems = report_problems(infos, nothing_served(config, infos,
                                                      config.tls.letsencrypt.cache_dir.is_dir()))
+    missing, extra = name_report(config, infos)
+    problems += missing
+    warnings += extra
     out.write(render_json(infos, problems, warnings) if as_json
               else render_text(infos, problems, warnings))
     return 1 if problems else 0

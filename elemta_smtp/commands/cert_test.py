@@ -1,5 +1,6 @@
 """``elemta cert test [--dry-run]``: diagnose, step by step, what certificate issuance
-needs (acme/diagnose.py has the steps); exit 0 only when nothing failed."""
+needs (acme/diagnose.py has the steps: HTTP-01, or TLS-ALPN-01 on port 443 with
+``challenge = "tls-alpn-01"`` or MTA-STS); exit 0 only when nothing failed."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from elemta_smtp.acme.diagnose import (
     Resolver,
     check_directory,
     check_http01,
+    check_tlsalpn01,
     is_local_address,
     resolve,
 )
@@ -51,7 +53,12 @@ def cert_test_main(config: Config, dry_run: bool, out: TextIO,
         else:
             report.warn(f"DNS: none of {', '.join(addresses)} is an address of this host: fine "
                         "behind NAT with port forwarding, otherwise fix the DNS record")
-    check_http01(config, addresses, report)
+    if le.challenge == "tls-alpn-01":
+        check_tlsalpn01(config, addresses, report)
+    else:
+        check_http01(config, addresses, report)
+        if config.mta_sts.enabled:  # senders fetch the policy on port 443
+            check_tlsalpn01(config, addresses, report)
     check_directory(le.acme_directory, report)
     refusal = wrong_user(le.cache_dir, f"elemta cert test --dry-run -c {config.path or 'PATH'}")
     if dry_run and refusal:

@@ -93,4 +93,4 @@ def monitor_site(registry: CollectorRegistry, health: Callable[[], Health],
                  deadline: float = REQUEST_DEADLINE) -> ChallengeSite:
     """The site to listen with on ``[metrics] listen_addr``."""
     return ChallengeSite(MonitorResource(registry, health), reactor, max_connections, deadline,
-                         what="metrics")
+                         label="metrics")

@@ -156,6 +156,16 @@ class ServerTLS:
             assert snapshot is not None
         return SSL.Connection(snapshot.table.default.context, None)
 
+    def bundle_for(self, server_name: str | None) -> CertificateBundle:
+        """The certificate a handshake for ``server_name`` (SNI; None: none sent) gets now,
+        for a listener that builds contexts of its own from it (the HTTPS listener)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            self.reload()
+            snapshot = self._snapshot
+            assert snapshot is not None
+        return snapshot.table.lookup(server_name).bundle
+
     def _on_servername(self, connection: SSL.Connection) -> None:
         snapshot = self._snapshot
         if snapshot is None:

@@ -25,7 +25,7 @@ from elemta_smtp.certs.bundle import (
     serial_hex,
     spki_sha256,
 )
-from elemta_smtp.certs.names import Candidate, build_table
+from elemta_smtp.certs.names import Candidate, build_table, name_matches
 from elemta_smtp.config import Config
 from elemta_smtp.errors import InvalidCertificate
 from elemta_smtp.tls.bootstrap import is_bootstrap
@@ -38,8 +38,8 @@ from elemta_smtp.tls.sources import (
 )
 from elemta_smtp.units import time_left, whole_days
 
-__all__ = ["CertInfo", "Details", "ProbeResult", "certificate_report", "nothing_served",
-           "probe_daemon_serial", "report_problems", "with_probes"]
+__all__ = ["CertInfo", "Details", "ProbeResult", "certificate_report", "name_report",
+           "nothing_served", "probe_daemon_serial", "report_problems", "tlsa_digests", "with_probes"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,19 @@ def tlsa_records(cert: x509.Certificate, presented: Iterable[str] | None = None)
     wanted = None if presented is None else set(presented)
     return tuple(f"_25._tcp.{n}. IN TLSA 3 1 1 {digest}" for n in dns_names(cert)
                  if not n.startswith("*") and (wanted is None or n in wanted))
+
+
+def tlsa_digests(infos: Sequence[CertInfo]) -> dict[str, str]:
+    """For each name a real (not bootstrap) certificate is presented for: the SHA-256 of its
+    public key, as in its TLSA records (``elemta dns records``)."""
+    found: dict[str, str] = {}
+    for info in infos:
+        if info.details is None or info.is_bootstrap:
+            continue
+        for record in info.details.tlsa:
+            owner, *_, digest = record.split()
+            found[owner.removeprefix("_25._tcp.").rstrip(".")] = digest
+    return found
 
 
 def describe(bundle: CertificateBundle, now: datetime) -> Details:
@@ -191,6 +204,31 @@ def nothing_served(config: Config, infos: Sequence[CertInfo], cache_exists: bool
     return ("no usable certificate: [tls.letsencrypt] is not enabled and [tls] cert_file/key_file "
             "are not set: enable one of them (`elemta serve` serves a self-signed certificate "
             "meanwhile)")
+
+
+def name_report(config: Config, infos: Sequence[CertInfo]) -> tuple[list[str], list[str]]:
+    """Every name of ``[tls.letsencrypt] names`` (domain, extra_names, mta-sts.<d>) checked
+    against the certificates served: (problems: names no served certificate covers,
+    warnings: names the domain's own live/<domain>.pem has that are no longer configured).
+    Only with [tls.letsencrypt] enabled and a real certificate served (else
+    ``nothing_served`` says what is missing)."""
+    le = config.tls.letsencrypt
+    served = [i for i in infos if i.served and i.details is not None and not i.is_bootstrap]
+    if not le.enabled or not served:
+        return [], []
+    fix = "`elemta serve` obtains a certificate for every configured name at its next check"
+    problems = [f"no certificate served covers {name} (one of [tls.letsencrypt] names: domain, "
+                f"extra_names, mta-sts.<domain> for [mta_sts]); {fix}"
+                for name in le.names
+                if not any(name_matches(n, name) for i in served for n in i.details.names)]  # type: ignore[union-attr]
+    own = next((i for i in served if i.kind == "live" and _own_name(i) == le.domain), None)
+    warnings = []
+    if own is not None and own.details is not None:
+        extra = [n for n in own.details.names if n not in le.names]
+        if extra:
+            warnings.append(f"{own.source} covers {', '.join(extra)}, no longer in elemta.toml; "
+                            f"{fix}")
+    return problems, warnings
 
 
 def report_problems(infos: Sequence[CertInfo], nothing: str | None = None) -> list[str]:

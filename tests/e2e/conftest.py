@@ -22,18 +22,21 @@ StartPebble = Callable[..., Pebble]
 
 @pytest.fixture
 def start_pebble(tmp_path: Path) -> Iterator[StartPebble]:
-    """Start Pebbles for this test: ``start_pebble(http_port=N, validity_seconds=None)``."""
+    """Start Pebbles for this test: ``start_pebble(http_port=N, validity_seconds=None,
+    tls_port=None)``."""
     reason = missing_binaries()
     if reason:
         pytest.skip(reason)
     with ExitStack() as stack:
         count = 0
 
-        def start(http_port: int, validity_seconds: int | None = None) -> Pebble:
+        def start(http_port: int, validity_seconds: int | None = None,
+                  tls_port: int | None = None) -> Pebble:
             nonlocal count
             count += 1
             return stack.enter_context(running_pebble(
-                tmp_path / f"pebble-{count}", http_port=http_port, validity_seconds=validity_seconds))
+                tmp_path / f"pebble-{count}", http_port=http_port, validity_seconds=validity_seconds,
+                tls_port=tls_port))
 
         yield start
 

@@ -102,6 +102,8 @@ class Pebble:
     management_url: str
     http_port: int
     ca_bundle: Path          # trust this to talk to Pebble's API (REQUESTS_CA_BUNDLE)
+    tls_port: int = 0        # where Pebble validates TLS-ALPN-01
+    dns_management_url: str = ""  # pebble-challtestsrv's management API (set-txt, add-a)
     root_pem: bytes = b""    # the root of the chains Pebble issues: verify served certs with it
     logs: dict[str, Path] = field(default_factory=dict)
 
@@ -137,6 +139,13 @@ class Pebble:
             raise AssertionError(f"certbot {' '.join(args)} exited {result.returncode}\n"
                                  f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
         return result
+
+    def set_txt(self, host: str, value: str) -> None:
+        """Make pebble-challtestsrv's DNS answer a TXT record for ``host`` (fully qualified)."""
+        request = urllib.request.Request(f"{self.dns_management_url}/set-txt", method="POST",
+                                         data=json.dumps({"host": host, "value": value}).encode())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200, response.status
 
     def live(self, name: str, certbot_dir: Path | None = None) -> Path:
         """certbot's live/<name>/ folder."""
@@ -186,16 +195,21 @@ def _process(command: list[str], log: Path, env: Mapping[str, str]) -> Iterator[
 
 @contextmanager
 def running_pebble(workdir: Path, http_port: int, validity_seconds: int | None = None,
-                   timeout: float = 20) -> Iterator[Pebble]:
-    """Start challtestsrv and Pebble; Pebble validates HTTP-01 on 127.0.0.1:``http_port``.
-    ``validity_seconds`` sets the lifetime of issued certificates (Pebble's default: 5 years).
-    Both processes are stopped on exit."""
+                   timeout: float = 20, *, tls_port: int | None = None,
+                   dns_port: int | None = None) -> Iterator[Pebble]:
+    """Start challtestsrv and Pebble; Pebble validates HTTP-01 on 127.0.0.1:``http_port`` and
+    TLS-ALPN-01 on 127.0.0.1:``tls_port`` (default: a free port nothing listens on).
+    ``validity_seconds`` sets the lifetime of issued certificates (Pebble's default: 5 years);
+    ``dns_port`` is challtestsrv's DNS port (default: a free one). Both processes are stopped
+    on exit."""
     reason = missing_binaries()
     if reason:
         raise RuntimeError(reason)
     workdir.mkdir(parents=True, exist_ok=True)
     ca_bundle, cert, key = write_api_certificate(workdir)
     ports = {name: free_port() for name in ("acme", "management", "dns", "dns_management", "tls")}
+    ports["tls"] = tls_port or ports["tls"]
+    ports["dns"] = dns_port or ports["dns"]
     config = {"pebble": {
         "listenAddress": f"127.0.0.1:{ports['acme']}",
         "managementListenAddress": f"127.0.0.1:{ports['management']}",
@@ -209,7 +223,8 @@ def running_pebble(workdir: Path, http_port: int, validity_seconds: int | None =
     logs = {"challtestsrv": workdir / "challtestsrv.log", "pebble": workdir / "pebble.log"}
     pebble = Pebble(workdir=workdir, directory_url=f"https://127.0.0.1:{ports['acme']}/dir",
                     management_url=f"https://127.0.0.1:{ports['management']}",
-                    http_port=http_port, ca_bundle=ca_bundle, logs=logs)
+                    http_port=http_port, ca_bundle=ca_bundle, tls_port=ports["tls"],
+                    dns_management_url=f"http://127.0.0.1:{ports['dns_management']}", logs=logs)
     with ExitStack() as stack:
         dns = stack.enter_context(_process(
             [CHALLTESTSRV, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",

@@ -113,13 +113,52 @@ def test_info_does_not_import_twisted() -> None:
 
 
 def test_cert_info_command_imports_neither_twisted_nor_certbot(tmp_path: Path) -> None:
-    """The whole `elemta cert info` command (CLI included) loads no Twisted and no certbot."""
+    """The whole `elemta cert info` command (CLI included) loads no Twisted, no certbot and no
+    dnspython."""
     cfg_path = tmp_path / "elemta.toml"
     cfg_path.write_text(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
                         f'[tls.letsencrypt]\ncache_dir = "{tmp_path / "cache"}"\n')
     code = ("import io, sys; from elemta_smtp.cli import main; "
             f"main(['cert', 'info', '-c', {str(cfg_path)!r}], out=io.StringIO(), err=io.StringIO()); "
             "print(sorted({m.split('.')[0] for m in sys.modules}\n"
-            "             & {'twisted', 'certbot', 'acme', 'josepy'}))")
+            "             & {'twisted', 'certbot', 'acme', 'josepy', 'dns'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_dns_records_without_check_imports_neither_twisted_nor_dnspython(tmp_path: Path) -> None:
+    """`elemta dns records` (printing only) loads no Twisted and no dnspython; `config check`
+    neither."""
+    cfg_path = tmp_path / "elemta.toml"
+    cfg_path.write_text(f'[server]\nhostname = "{DOMAIN}"\npid_file = "{tmp_path / "pid"}"\n'
+                        f'[tls.letsencrypt]\ncache_dir = "{tmp_path / "cache"}"\n'
+                        '[mta_sts]\nenabled = true\n')
+    for command in (["dns", "records"], ["config", "check"]):
+        code = ("import io, sys; from elemta_smtp.cli import main; "
+                f"main({[*command, '-c', str(cfg_path)]!r}, out=io.StringIO(), err=io.StringIO()); "
+                "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'dns'}))")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True)
+        assert result.stdout.strip() == "[]", command
+
+
+def test_every_configured_name_is_checked(tmp_path: Path, ca: CA) -> None:
+    """With extra_names and [mta_sts], a live certificate lacking mta-sts.example.com is a
+    PROBLEM naming it (exit 1); one with a name no longer configured gets a WARNING; one with
+    exactly the configured names is fine."""
+    setup = Setup(tmp_path)
+    setup.write({"tls.letsencrypt": {"enabled": True, "email": "a@example.com",
+                                     "extra_names": ["mx2.example.com"]},
+                 "mta_sts": {"enabled": True}})
+    names = [DOMAIN, "mx2.example.com", "mta-sts.example.com"]
+    for served, code, expected in (
+            (names[:2], 1, "PROBLEM: no certificate served covers mta-sts.example.com"),
+            ([*names, "old.example.com"], 0, "covers old.example.com, no longer in elemta.toml"),
+            (names, 0, "")):
+        leaf = make_leaf(ca, served)
+        live.write_certificate(setup.cache_dir, DOMAIN, leaf.key_pem, leaf.fullchain_pem)
+        result = cert_info(setup)
+        assert result.returncode == code, result.stdout + result.stderr
+        assert expected in result.stdout
+        if not expected:
+            assert "PROBLEM" not in result.stdout and "WARNING" not in result.stdout, result.stdout

@@ -147,13 +147,20 @@ def test_health_and_the_request_rules(daemon: tuple[Daemon, int]) -> None:
         assert address not in text and address not in body.decode()
 
 
-def test_the_http_listeners_share_one_connection_budget(daemon: tuple[Daemon, int]) -> None:
-    """With the HTTP-01 listener holding all 64 connections, a connection to the metrics
-    listener is closed at once unanswered (logged once); when one closes, /metrics answers."""
+def test_each_http_listener_has_its_own_connection_budget(daemon: tuple[Daemon, int]) -> None:
+    """With the HTTP-01 listener holding all its 64 connections, /metrics still answers; with
+    the metrics listener holding its 64, one more is closed unanswered (logged once) and
+    /healthz answers again once one of them closes."""
     running, port = daemon
-    held = [connect(running.setup.http_port) for _ in range(MAX_CONNECTIONS)]
+    flood = [connect(running.setup.http_port) for _ in range(MAX_CONNECTIONS)]
+    held: list[socket.socket] = []
     try:
-        assert all(keep_alive_404(sock) for sock in held)
+        assert all(keep_alive_404(sock) for sock in flood)
+        assert http_get(port, "/healthz")[0] == 200
+        for _ in range(MAX_CONNECTIONS):
+            held.append(connect(port))
+            held[-1].sendall(b"GET /healthz HTTP/1.1\r\nHost: mx\r\n\r\n")
+            assert held[-1].recv(12) == b"HTTP/1.1 200"
         with connect(port) as refused:
             refused.sendall(b"GET /metrics HTTP/1.1\r\nHost: mx\r\n\r\n")
             assert read_all(refused) == b""  # closed unanswered (a reset counts)
@@ -162,5 +169,5 @@ def test_the_http_listeners_share_one_connection_budget(daemon: tuple[Daemon, in
         wait_until(lambda: http_get(port, "/healthz")[0] == 200, "/healthz served again",
                    timeout=3, daemon=running)
     finally:
-        for sock in held:
+        for sock in flood + held:
             sock.close()

@@ -169,3 +169,36 @@ def _cmdline(pid: str) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+_DAEMON = """import sys
+from elemta_smtp.acme.blocking import run_blocking
+run_blocking(["sh", "-c", "echo $$ > " + sys.argv[1] + ".tmp && mv " + sys.argv[1] + ".tmp "
+              + sys.argv[1] + " && exec sleep 60"], timeout=120)
+"""
+
+
+def test_certbot_ends_when_the_daemon_running_it_is_killed(tmp_path: Path) -> None:
+    """A daemon killed by SIGKILL does not leave the certbot it runs behind (in a cluster it
+    would hold a lease nobody renews): the child gets SIGTERM from the kernel at once."""
+    import subprocess
+
+    pid_file = tmp_path / "child.pid"
+    daemon = subprocess.Popen([PY, "-c", _DAEMON, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 15
+        while not pid_file.exists():
+            assert time.monotonic() < deadline and daemon.poll() is None, "child never started"
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        assert not _gone(child)
+        daemon.kill()
+        daemon.wait()
+        deadline = time.monotonic() + 5
+        while not _gone(child):
+            assert time.monotonic() < deadline, "the child outlived its daemon"
+            time.sleep(0.02)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()

@@ -157,3 +157,27 @@ def test_config_check_and_cert_info_say_the_daemon_cannot_renew(tmp_path: Path) 
     quiet = subprocess.run(elemta_command("config", "check", "-c", str(setup.config_path)),
                            capture_output=True, text=True, timeout=60, check=False)
     assert "cannot renew" not in quiet.stdout
+
+
+def test_tls_alpn_probe_through_the_resolved_address(tmp_path: Path) -> None:
+    """With challenge = "tls-alpn-01" `elemta cert test` checks the HTTPS listener instead of
+    HTTP-01: a probe answer comes back as a validation certificate via each resolved
+    address (127.0.0.1: ok; 127.0.0.2, where nothing listens: FAIL with advice), and the
+    probe file is removed."""
+    from tests.support import free_port
+
+    setup = Setup(tmp_path / "elemta")
+    https_port = free_port()
+    setup.write({"tls.letsencrypt": {"enabled": True, "email": "admin@example.com",
+                                     "challenge": "tls-alpn-01", "http_addr": "",
+                                     "https_addr": f"127.0.0.1:{https_port}"}})
+    with running_daemon(setup):
+        out = io.StringIO()
+        cert_test_main(load_config(setup.config_path), False, out,
+                       resolver=lambda _d: ["127.0.0.1", "127.0.0.2"])
+    text = out.getvalue()
+    assert f"[ ok ] HTTPS listener answers on 127.0.0.1:{https_port}" in text
+    assert f"[ ok ] TLS-ALPN-01 probe answered via 127.0.0.1 port {https_port}" in text
+    assert f"[FAIL] TLS-ALPN-01 handshake with 127.0.0.2 port {https_port} failed" in text
+    assert "HTTP-01" not in text
+    assert not list((setup.cache_dir / "tls-alpn-01").iterdir())

@@ -15,7 +15,7 @@ from elemta_smtp.config import (
     load_config,
     parse_config,
 )
-from elemta_smtp.schema import SCHEMA
+from elemta_smtp.schema import SCHEMA, mask_password
 from elemta_smtp.units import Address
 
 
@@ -303,3 +303,49 @@ def test_metrics_listener_with_a_bad_address_says_which_key() -> None:
     """A listen_addr that is not host:port is an error naming [metrics] listen_addr and its line."""
     [problem] = problems_of('[metrics]\nlisten_addr = "localhost"\n')
     assert "metrics.listen_addr" in problem and "e.toml:2" in problem
+# --- [cluster] ---
+
+def test_cluster_defaults_to_a_single_host() -> None:
+    """Without [cluster] elemta runs alone: no Redis, a 60 s lease, a 30 s periodic check."""
+    cluster = parse_config("").cluster
+    assert not cluster.enabled
+    assert (cluster.redis_url, cluster.key_prefix, cluster.node_name) == ("", "elemta:", "")
+    assert (cluster.lock_lease, cluster.sync_interval) == (60.0, 30.0)
+
+
+def test_cluster_keys_are_read(tmp_path: Path) -> None:
+    """The Redis URL (redis:// or rediss://), a password file relative to the config file,
+    the prefix, the node name and the durations are read as written."""
+    text = ('[cluster]\nredis_url = "rediss://redis.internal:6380/2"\n'
+            'password_file = "redis.pass"\nkey_prefix = "mx:"\nnode_name = "mx1"\n'
+            'lock_lease = "2m"\nsync_interval = "10s"\n')
+    cluster = parse_config(text, str(tmp_path / "elemta.toml"), tmp_path).cluster
+    assert cluster.enabled and cluster.redis_url == "rediss://redis.internal:6380/2"
+    assert cluster.password_file == tmp_path / "redis.pass"
+    assert (cluster.key_prefix, cluster.node_name) == ("mx:", "mx1")
+    assert (cluster.lock_lease, cluster.sync_interval) == (120.0, 10.0)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('redis_url = "http://:hunter2@redis:6379"', "is not a Redis URL"),
+    ('redis_url = "redis://"', "is not a Redis URL"),
+    ('redis_url = "redis://:hunter2@redis:6379/0"\npassword_file = "/etc/pw"',
+     "the password is given twice"),
+    ('key_prefix = ""', "is not a key prefix"),
+    ('node_name = "mx 1"', "is not a node name"),
+    ('lock_lease = "1s"', "must be from 5s"),
+])
+def test_cluster_bad_values_are_refused_without_showing_a_password(text: str,
+                                                                   expected: str) -> None:
+    """Each bad [cluster] value gets one problem saying what to write; a password in a bad
+    URL is shown as ***."""
+    [problem] = problems_of(f"[cluster]\n{text}\n")
+    assert expected in problem
+    assert "hunter2" not in problem
+
+
+def test_mask_password_hides_only_the_password() -> None:
+    """Every Redis URL elemta shows has its password replaced by ***, user and host kept."""
+    assert mask_password("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
+    assert mask_password("rediss://elemta:s3cret@h:6380/0") == "rediss://elemta:***@h:6380/0"
+    assert mask_password("redis://h:6379/0") == "redis://h:6379/0"

@@ -21,6 +21,8 @@ from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.acme.runner import RunResult
 from elemta_smtp.acme.wiring import facts_from_served
 from elemta_smtp.cache import lineages
+from elemta_smtp.cache.store import Lease
+from elemta_smtp.cluster.issuance import Permit
 from elemta_smtp.config import Config, parse_config
 from elemta_smtp.tls.context import ServedCertificate
 
@@ -428,3 +430,116 @@ def test_every_check_ends_with_one_heartbeat_line(world: World) -> None:
     lines = [formatEvent(e) for e in logs if "certificate check done" in formatEvent(e)]
     assert lines == [f"certificate check done: serial 0a (valid until "
                      f"{(T0 + timedelta(days=90)).isoformat()}); no notice due"] * 2
+
+
+# --- in a cluster: under the issuance lock, notices claimed -------------------------
+
+@dataclass
+class FakeCoordinator:
+    """The cluster's lock as the manager sees it: granted or refused as the test says;
+    ``arrives`` is a certificate another node published, installed when the lock is taken."""
+
+    world: World
+    grant: bool = True
+    arrives: CertFacts | None = None
+    begun: int = 0
+    ended: int = 0
+
+    def begin(self, name: str) -> Deferred[Permit]:
+        self.begun += 1
+        if not self.grant:
+            return succeed(Permit(False, reason="node mx2 holds the issuance lock",
+                                  retry_after=61.0))
+        if self.arrives is not None:
+            self.world.cert = self.arrives
+        return succeed(Permit(True, lease=Lease(name, "mx1 01", self.begun)))
+
+    def end(self, permit: Permit) -> Deferred[None]:
+        self.ended += 1
+        return succeed(None)
+
+
+@dataclass
+class FakeClaims:
+    """Notice claims: keys in ``others`` belong to another node; ``down``: Redis unreachable."""
+
+    others: set[str] = field(default_factory=set)
+    down: bool = False
+    released: list[str] = field(default_factory=list)
+
+    def claim(self, key: str) -> Deferred[bool | None]:
+        return succeed(None if self.down else key not in self.others)
+
+    def release(self, key: str) -> Deferred[None]:
+        self.released.append(key)
+        return succeed(None)
+
+
+def cluster_manager(world: World, coordinator: FakeCoordinator,
+                    claims: FakeClaims | None = None) -> CertManager:
+    world.manager = CertManager(world.config, world.served, world.clock, world.runner,
+                                world.mailer, reload=world.reload, python="py",
+                                coordinator=coordinator, claims=claims or FakeClaims())
+    return world.manager
+
+
+def test_cluster_refused_lock_runs_no_certbot_and_looks_again_later(world: World) -> None:
+    """Another node holds the lock: no certbot here, and the next check comes when the
+    coordinator says (not the 1-second acquisition retry, not 12 hours)."""
+    manager = cluster_manager(world, FakeCoordinator(world, grant=False))
+    manager.startService()
+    world.clock.advance(0)
+    assert world.runner.calls == []
+    [next_check] = world.clock.getDelayedCalls()
+    assert next_check.getTime() - world.clock.seconds() == 61.0
+
+
+def test_cluster_holder_checks_again_before_running_certbot(world: World) -> None:
+    """Having taken the lock, a node that finds another node's certificate installed meanwhile
+    runs no certbot, and gives the lock back."""
+    coordinator = FakeCoordinator(world, arrives=cert("0b", T0))
+    manager = cluster_manager(world, coordinator)
+    manager.startService()
+    world.clock.advance(0)
+    assert world.runner.calls == []
+    assert (coordinator.begun, coordinator.ended) == (1, 1)
+
+
+def test_cluster_node_without_lineage_renews_by_obtaining(world: World) -> None:
+    """A node that got the certificate from another node has no certbot lineage to renew:
+    when renewal is due and the lock is ours, it obtains a new certificate (forced), and
+    the lock is given back after certbot, failed or not."""
+    world.cert = cert("0a", T0 - timedelta(days=80))
+    coordinator = FakeCoordinator(world)
+    manager = cluster_manager(world, coordinator)
+    manager.startService()
+    world.clock.advance(0)
+    assert world.runner.verbs == ["certonly"] and "--force-renewal" in world.runner.calls[0]
+    world.runner.finish(result(False, "CA down"))
+    assert (coordinator.begun, coordinator.ended) == (1, 1)
+
+
+def test_cluster_notice_claimed_by_another_node_is_not_mailed(world: World) -> None:
+    """A notice another node claimed is recorded as sent without a mail; one nobody can
+    claim (Redis down) stays due and goes out once Redis answers; a mail that fails gives
+    the claim back."""
+    world.cert = cert("0a", T0)
+    claims = FakeClaims(others={"renewed:0b"})
+    manager = cluster_manager(world, FakeCoordinator(world), claims)
+    manager.startService()
+    world.clock.advance(0)
+    world.cert = cert("0b", T0 + timedelta(days=60))
+    manager.after_reload()
+    assert world.mailer.kinds == []
+    world.cert = cert("0c", T0 + timedelta(days=61))
+    claims.down = True
+    manager.after_reload()
+    assert world.mailer.kinds == []
+    claims.down = False
+    world.mailer.failing = True
+    manager.after_reload()
+    assert claims.released == ["renewed:0c"]
+    world.mailer.failing = False
+    manager.after_reload()
+    assert world.mailer.kinds == ["renewed"]
+    assert "0c" in world.mailer.sent[0].body
