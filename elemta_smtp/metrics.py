@@ -175,10 +175,13 @@ class Metrics:
         self.notices_failed = Counter(
             "elemta_notices_failed", "Notices that could not be mailed (retried at the next "
             "check), by kind", ["kind"], registry=r)
-        # --- challenges (acme/http01.py; TLS-ALPN-01 will count under its own type) ---
+        # --- challenges and MTA-STS (acme/http01.py, acme/https.py) ---
         self.challenges_served = Counter(
-            "elemta_acme_challenges_served", "ACME challenge answers served, by type",
-            ["type"], registry=r)
+            "elemta_acme_challenges_served", "ACME challenge answers served, by type "
+            "(http-01, tls-alpn-01)", ["type"], registry=r)
+        self.mta_sts_policies_served = Counter(
+            "elemta_mta_sts_policies_served", "MTA-STS policies served on the HTTPS listener",
+            registry=r)
 
 
 # --- reasons: free text from a log line -> one fixed word ------------------------------

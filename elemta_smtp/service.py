@@ -137,8 +137,10 @@ class ElemtaService(MultiService):
                 self.cluster.link.on_back.append(self.manager.check)
         if self.metrics is not None:
             served = self.tls.served if self.tls is not None else list
-            self.metrics.registry.register(StateCollector(served, self.listener_states,
-                                                          self.health, _now))
+            link = self.cluster.link if self.cluster is not None else None
+            self.metrics.registry.register(StateCollector(
+                served, self.listener_states, self.health, _now,
+                redis_up=(lambda: link.up) if link is not None else None))
 
     def _listeners(self) -> list[tuple[str, Address, IProtocolFactory]]:
         config = self.config
@@ -160,7 +162,8 @@ class ElemtaService(MultiService):
             factory = https_factory(config, self.tls,
                                     layout.tls_alpn_dir(config.tls.letsencrypt.cache_dir),
                                     reactor=IReactorTime(self.reactor),
-                                    max_connections=self.http_connection_cap)
+                                    max_connections=self.http_connection_cap,
+                                    metrics=self.metrics)
             found.append(("HTTPS (TLS-ALPN-01, MTA-STS)", https_addr, factory))
         if self.metrics is not None and config.metrics.listen_addr is not None:
             site = monitor_site(self.metrics.registry, self.health, IReactorTime(self.reactor),

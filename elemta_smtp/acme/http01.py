@@ -181,7 +181,7 @@ class ChallengeSite(Site):
 
 def http01_site(webroot: Path, reactor: IReactorTime | None = None,
                 max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
-                deadline: float = REQUEST_DEADLINE, shared: SharedLookup | None = None,
+                deadline: float = REQUEST_DEADLINE, *, shared: SharedLookup | None = None,
                 metrics: Metrics | None = None) -> Site:
     """The site to listen with on ``[tls.letsencrypt] http_addr``: it serves
     ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere.

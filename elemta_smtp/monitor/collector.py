@@ -3,7 +3,8 @@
 ``StateCollector`` asks the daemon, at each scrape, for the certificates ServerTLS
 serves and the state of its listeners, and turns them into gauges: a certificate's
 not-after and days left (one series per DNS name), each listener up or not, and the
-health verdict as 0/1, so an alert can fire on it without scraping ``/healthz``.
+health verdict as 0/1, so an alert can fire on it without scraping ``/healthz``; in a
+cluster, whether Redis answers.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ class StateCollector(Collector):
 
     def __init__(self, served: Callable[[], Sequence[ServedCertificate]],
                  listeners: Callable[[], Sequence[ListenerState]],
-                 health: Callable[[], Health], now: Callable[[], datetime]) -> None:
+                 health: Callable[[], Health], now: Callable[[], datetime], *,
+                 redis_up: Callable[[], bool | None] | None = None) -> None:
         self._served = served
         self._listeners = listeners
         self._health = health
         self._now = now
+        self._redis_up = redis_up  # None: not in a cluster
 
     def collect(self) -> Iterator[Metric]:
         yield from certificate_families(self._served(), self._now())
@@ -65,3 +68,9 @@ class StateCollector(Collector):
         yield GaugeMetricFamily("elemta_healthy", "1 when GET /healthz answers 200: every "
                                 "listener up and a valid certificate (not the bootstrap) served "
                                 "for the domain", value=1.0 if self._health().ok else 0.0)
+        if self._redis_up is not None:
+            state = self._redis_up()
+            if state is not None:  # None: no answer from Redis yet since the start
+                yield GaugeMetricFamily(
+                    "elemta_cluster_redis_up", "1 while the cluster's Redis answers, 0 while it "
+                    "is unreachable (the node serves on, issues nothing)", value=float(state))

@@ -154,12 +154,35 @@ def test_the_collector_adds_listeners_and_health() -> None:
     assert 'source="bootstrap"' in text
 
 
+@pytest.mark.parametrize(("state", "line"), [(True, "elemta_cluster_redis_up 1.0"),
+                                             (False, "elemta_cluster_redis_up 0.0"),
+                                             (None, None)])
+def test_the_collector_says_whether_the_clusters_redis_answers(state: bool | None,
+                                                                line: str | None) -> None:
+    """In a cluster a scrape says whether Redis answers (1/0), nothing before its first
+    answer; a single host has no such series."""
+    registry = CollectorRegistry()
+    registry.register(StateCollector(lambda: [served()], lambda: UP,
+                                     lambda: check_health(UP, [served()], DOMAIN, NOW),
+                                     lambda: NOW, redis_up=lambda: state))
+    text = generate_latest(registry).decode()
+    if line is None:
+        assert "elemta_cluster_redis_up " not in text
+    else:
+        assert line in text
+    alone = CollectorRegistry()
+    alone.register(StateCollector(lambda: [served()], lambda: UP,
+                                  lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW))
+    assert "elemta_cluster_redis_up" not in generate_latest(alone).decode()
+
+
 def test_the_alert_rules_name_only_metrics_that_exist() -> None:
     """Every elemta_* name in the alert rules is exported (a typo would never fire)."""
     metrics = Metrics()
     registry = metrics.registry
     registry.register(StateCollector(lambda: [served()], lambda: UP,
-                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW))
+                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW,
+                                     redis_up=lambda: True))
     metrics.renewal_failing_since.labels(DOMAIN).set(0)
     exported = {s.name for family in registry.collect() for s in family.samples}
     used = set(re.findall(r"\belemta_[a-z_]+", RULES.read_text()))
@@ -182,7 +205,8 @@ def test_the_readme_documents_every_metric_and_label() -> None:
     metrics = Metrics()
     registry = metrics.registry
     registry.register(StateCollector(lambda: [served()], lambda: UP,
-                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW))
+                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW,
+                                     redis_up=lambda: True))
     readme = (RULES.parents[2] / "README.rst").read_text()
     for family in registry.collect():
         name = family.name + "_total" if family.type == "counter" else family.name
