@@ -101,6 +101,10 @@ class NotifyConfig(NamedTuple):
     relay_starttls: bool
 
 
+class MetricsConfig(NamedTuple):
+    listen_addr: Address | None  # None: no /metrics and /healthz listener
+
+
 class MTASTSConfig(NamedTuple):
     enabled: bool
     mode: str  # "enforce" | "testing" | "none"
@@ -108,6 +112,8 @@ class MTASTSConfig(NamedTuple):
     mx: tuple[str, ...]  # default: [tls.letsencrypt] domain + extra_names
     policy_domains: tuple[str, ...]  # default: [delivery] local_domains
     tlsrpt_rua: str  # "" = no TLSRPT record
+
+
 class ClusterConfig(NamedTuple):
     redis_url: str  # "" = a single host
     password_file: Path | None
@@ -132,6 +138,7 @@ class Config(NamedTuple):
     notify: NotifyConfig
     mta_sts: MTASTSConfig
     cluster: ClusterConfig = SINGLE_HOST
+    metrics: MetricsConfig = MetricsConfig(listen_addr=None)
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -297,6 +304,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
         ),
         mta_sts=sts,
         cluster=ClusterConfig(**{**c, "password_file": _absolute(c["password_file"], base_dir)}),
+        metrics=MetricsConfig(**v["metrics"]),
     )
     return config, problems
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -19,6 +19,9 @@ from elemta_smtp.cluster.node import ClusterNode
 from elemta_smtp.config import Config
 from elemta_smtp.daemon import DAEMON_PID_ENV
 from elemta_smtp.tls.context import ServedCertificate
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 
 def facts_from_served(served: Iterable[ServedCertificate], domain: str,
@@ -68,7 +71,8 @@ class LeaseRunner:
 
 
 def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor,
-                  cluster: ClusterNode | None = None) -> CertManager:
+                  cluster: ClusterNode | None = None,
+                  metrics: Metrics | None = None) -> CertManager:
     """The manager as the daemon runs it: certbot through the reactor, notices by SMTP.
 
     The certbot it runs finds this daemon's pid in ``DAEMON_PID_ENV``, so the elemta
@@ -84,7 +88,8 @@ def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor,
     mailer = Mailer(config, reactor)
     if cluster is None:
         return CertManager(config, served, reactor, ProcessRunner(reactor, env=env), mailer,
-                           reload=tls.reload)
+                           reload=tls.reload, metrics=metrics)
     runner = LeaseRunner(reactor, env, cluster.issuance.certbot_env)
     return CertManager(config, served, reactor, runner, mailer, reload=tls.reload,
-                       coordinator=cluster.issuance, claims=cluster.claims)
+                       coordinator=cluster.issuance, claims=cluster.claims,
+                       metrics=metrics)

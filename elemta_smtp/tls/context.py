@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from OpenSSL import SSL
 from OpenSSL._util import exception_from_error_queue
@@ -21,7 +22,13 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
 
-from elemta_smtp.certs.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
+from elemta_smtp.certs.bundle import (
+    CertificateBundle,
+    dns_names,
+    key_description,
+    parse_bundle,
+    serial_hex,
+)
 from elemta_smtp.certs.names import Candidate, NameTable, build_table
 from elemta_smtp.config import Config
 from elemta_smtp.errors import CacheError, InvalidCertificate
@@ -33,6 +40,9 @@ from elemta_smtp.tls.sources import (
     log_file_warnings,
     preferred_names,
 )
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 #: TLS 1.2 suites: forward secret (ECDHE) and AEAD only. TLS 1.3 suites are all AEAD.
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -102,6 +112,8 @@ class ServedCertificate:
     source: Path
     is_bootstrap: bool
     is_default: bool
+    kind: str = "live"  # where it was read from: "live" (the cache), "hand" (cert_file), "bootstrap"
+    key_type: str = ""  # "ecdsa-p256", "rsa-2048" ...
 
     @property
     def serial_hex(self) -> str:
@@ -126,10 +138,12 @@ class _Snapshot:
 class ServerTLS:
     """Reloadable, SNI-aware connection creator for the SMTPS port and STARTTLS."""
 
-    def __init__(self, config: Config, now: Callable[[], datetime], log: Logger | None = None) -> None:
+    def __init__(self, config: Config, now: Callable[[], datetime], log: Logger | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._config = config
         self._now = now
         self._log = log or Logger()
+        self._metrics = metrics
         self._snapshot: _Snapshot | None = None
 
     # --- Twisted's side: called on every handshake ---
@@ -168,6 +182,8 @@ class ServerTLS:
         """Re-read every source; swap in what validates, keep the previous certificate for
         what does not. Returns True if what is served changed. Never raises for bad files."""
         now = self._now()
+        if self._metrics is not None:
+            self._metrics.certificate_reloads.inc()
         log_file_warnings(self._config, self._log)
         old = self._snapshot
         previous = {e.source.path: e for e in old.loaded} if old else {}
@@ -218,6 +234,10 @@ class ServerTLS:
         return _Loaded(source, data, bundle, context)
 
     def _reject(self, source: Source, prev: _Loaded | None, reason: str) -> None:
+        if self._metrics is not None:
+            from elemta_smtp.metrics import rejection_reason  # noqa: PLC0415  (with metrics only)
+
+            self._metrics.certificate_rejected.labels(rejection_reason(reason)).inc()
         if prev is None:
             self._log.error("TLS certificate {path} rejected, not served: {reason}",
                             path=str(source.path), reason=reason)
@@ -281,6 +301,12 @@ class ServerTLS:
                                   not_before=e.bundle.leaf.not_valid_before_utc,
                                   not_after=e.bundle.leaf.not_valid_after_utc, source=e.source.path,
                                   is_bootstrap=e.source.kind == "bootstrap",
-                                  is_default=e is snapshot.table.default)
+                                  is_default=e is snapshot.table.default, kind=e.source.kind,
+                                  key_type=key_label(e.bundle.key))
                 for e in snapshot.loaded]
 
+
+def key_label(key: object) -> str:
+    """The served key in a metric label's words: ``ecdsa-p256``, ``rsa-2048`` (from
+    ``key_description``'s "ECDSA P-256", "RSA 2048")."""
+    return key_description(key).lower().replace(" ", "-").replace("p-", "p")

@@ -292,6 +292,17 @@ def test_a_relative_config_path_is_stored_absolute(tmp_path: Path, monkeypatch: 
     assert str(info.value).startswith("elemta.toml:2: [server.max_errors]")
 
 
+def test_metrics_listener_is_off_by_default_and_takes_an_address() -> None:
+    """[metrics] listen_addr: "" (default) is off; "host:port" is where /metrics listens."""
+    assert parse_config("").metrics.listen_addr is None
+    config = parse_config('[metrics]\nlisten_addr = "127.0.0.1:9465"\n')
+    assert config.metrics.listen_addr == Address("127.0.0.1", 9465)
+
+
+def test_metrics_listener_with_a_bad_address_says_which_key() -> None:
+    """A listen_addr that is not host:port is an error naming [metrics] listen_addr and its line."""
+    [problem] = problems_of('[metrics]\nlisten_addr = "localhost"\n')
+    assert "metrics.listen_addr" in problem and "e.toml:2" in problem
 # --- [cluster] ---
 
 def test_cluster_defaults_to_a_single_host() -> None:
