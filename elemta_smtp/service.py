@@ -155,7 +155,7 @@ class ElemtaService(MultiService):
             shared = self.cluster.challenge_answer if self.cluster is not None else None
             site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
                                IReactorTime(self.reactor), self.http_connection_cap,
-                               shared=shared)
+                               shared=shared, metrics=self.metrics)
             found.append(("HTTP-01", http_addr, site))
         https_addr = config.tls.letsencrypt.https_addr
         if https_wanted(config) and self.tls is not None and https_addr is not None:

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from elemta_smtp.cache import layout, live
-from elemta_smtp.cache.challenges import MAX_CONNECTIONS
+from elemta_smtp.cache.challenges import MAX_CONNECTIONS, write_answer
 from tests.certs import CA, make_ca, make_leaf, utcnow
 from tests.integration.test_hostile_http import connect, keep_alive_404, read_all
 from tests.support import (
@@ -171,3 +171,16 @@ def test_each_http_listener_has_its_own_connection_budget(daemon: tuple[Daemon, 
     finally:
         for sock in flood + held:
             sock.close()
+
+
+def test_http01_answers_served_are_counted(daemon: tuple[Daemon, int]) -> None:
+    """An answer fetched from the daemon's HTTP-01 port adds one to
+    elemta_acme_challenges_served{type="http-01"}; a token with no answer adds nothing."""
+    running, port = daemon
+    token = "a" * 43
+    write_answer(layout.challenge_dir(running.setup.cache_dir), token, token + ".thumbprint")
+    before, _ = scrape(port)
+    assert http_get(running.setup.http_port, f"/.well-known/acme-challenge/{token}")[0] == 200
+    assert http_get(running.setup.http_port, "/.well-known/acme-challenge/" + "b" * 43)[0] == 404
+    after, _ = scrape(port)
+    assert delta(before, after, "elemta_acme_challenges_served_total", type="http-01") == 1
