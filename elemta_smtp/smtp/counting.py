@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from elemta_smtp.metrics import (
     Metrics,
+    Tally,
     close_reason,
     deferral_reason,
     failure_reason,
@@ -96,12 +97,7 @@ class SMTPCounts:
 
     def _refused_message(self, fields: Fields, implicit_tls: bool) -> None:
         self._refused.inc()
-        reason = fields["reason"]
-        inc = self._by_refusal.get(reason)
-        if inc is None:  # a few fixed reasons: each child is looked up once
-            inc = self._by_refusal[reason] = self.metrics.messages_refused.labels(
-                refusal_reason(str(reason))).inc
-        inc()
+        _bump(self._by_refusal, fields["reason"], self.metrics.messages_refused, refusal_reason)
 
     def _refused_at_mail(self, fields: Fields, implicit_tls: bool) -> None:
         self._refused.inc()
@@ -111,9 +107,15 @@ class SMTPCounts:
         self._handshake_failed[implicit_tls].inc()
 
     def _closed(self, fields: Fields, implicit_tls: bool) -> None:
-        reason = fields["close_reason"]
-        inc = self._by_close.get(reason)
-        if inc is None:  # a few fixed reasons: each child is looked up once
-            inc = self._by_close[reason] = self.metrics.connections_closed.labels(
-                close_reason(str(reason))).inc
-        inc()
+        _bump(self._by_close, fields["close_reason"], self.metrics.connections_closed,
+              close_reason)
+
+
+def _bump(cache: dict[object, Callable[[], None]], reason: object, family: Tally,
+          word: Callable[[str], str]) -> None:
+    """Count ``reason`` (free text from a log line) under its fixed word in ``family``; the
+    few reasons there are are each looked up once, then bumped straight from ``cache``."""
+    inc = cache.get(reason)
+    if inc is None:
+        inc = cache[reason] = family.labels(word(str(reason))).inc
+    inc()

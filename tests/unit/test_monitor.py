@@ -176,13 +176,19 @@ def test_the_collector_says_whether_the_clusters_redis_answers(state: bool | Non
     assert "elemta_cluster_redis_up" not in generate_latest(alone).decode()
 
 
+def everything_exported() -> Metrics:
+    """The daemon's families with the scrape-time gauges of a cluster node registered."""
+    metrics = Metrics()
+    metrics.registry.register(StateCollector(
+        lambda: [served()], lambda: UP, lambda: check_health(UP, [served()], DOMAIN, NOW),
+        lambda: NOW, redis_up=lambda: True))
+    return metrics
+
+
 def test_the_alert_rules_name_only_metrics_that_exist() -> None:
     """Every elemta_* name in the alert rules is exported (a typo would never fire)."""
-    metrics = Metrics()
+    metrics = everything_exported()
     registry = metrics.registry
-    registry.register(StateCollector(lambda: [served()], lambda: UP,
-                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW,
-                                     redis_up=lambda: True))
     metrics.renewal_failing_since.labels(DOMAIN).set(0)
     exported = {s.name for family in registry.collect() for s in family.samples}
     used = set(re.findall(r"\belemta_[a-z_]+", RULES.read_text()))
@@ -202,11 +208,8 @@ def test_the_site_keeps_the_http01_limits() -> None:
 
 def test_the_readme_documents_every_metric_and_label() -> None:
     """Every exported metric name and label name is in README.rst's Metrics tables."""
-    metrics = Metrics()
+    metrics = everything_exported()
     registry = metrics.registry
-    registry.register(StateCollector(lambda: [served()], lambda: UP,
-                                     lambda: check_health(UP, [served()], DOMAIN, NOW), lambda: NOW,
-                                     redis_up=lambda: True))
     readme = (RULES.parents[2] / "README.rst").read_text()
     for family in registry.collect():
         name = family.name + "_total" if family.type == "counter" else family.name
