@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from elemta_smtp.schema import DOMAIN, SCHEMA, SECTIONS
 from elemta_smtp.tomlread import ConfigError, Problem, line_index, read_toml
-from elemta_smtp.units import Address, described, toml_text
+from elemta_smtp.units import Address, described, overlaps, toml_text
 
 DEFAULT_CONFIG_PATH = Path("/etc/elemta/elemta.toml")
 CONFIG_ENV = "ELEMTA_CONFIG"
@@ -141,6 +141,41 @@ class Config(NamedTuple):
     metrics: MetricsConfig = MetricsConfig(listen_addr=None)
 
 
+def _listen_keys(v: dict[str, dict[str, Any]], https: bool) -> list[str]:
+    """The keys of the listeners the daemon binds with these values, in binding order."""
+    keys = ["server.listen_addr"]
+    if v["tls"]["enabled"]:
+        keys.append("tls.listen_addr")
+    keys.append("tls.letsencrypt.http_addr")
+    if https:
+        keys.append("tls.letsencrypt.https_addr")
+    keys.append("metrics.listen_addr")
+    return keys
+
+
+def _value(v: dict[str, dict[str, Any]], key: str) -> Address | None:
+    """The parsed listen address under ``key`` ("section.name")."""
+    section, _, name = key.rpartition(".")
+    address: Address | None = v[section][name]
+    return address
+
+
+def _clashes(v: dict[str, dict[str, Any]], *, https: bool) -> list[tuple[str, str]]:
+    """(key, earlier key) for each listener whose address collides with an earlier one's."""
+    bound: list[tuple[str, Address]] = []
+    found = []
+    for key in _listen_keys(v, https):
+        address = _value(v, key)
+        if address is None:
+            continue
+        for other, earlier in bound:
+            if overlaps(address, earlier):
+                found.append((key, other))
+                break
+        bound.append((key, address))
+    return found
+
+
 def _suggest(name: str, choices: list[str]) -> str:
     import difflib  # noqa: PLC0415  (only for a misspelled key: `elemta cert info` stays fast)
 
@@ -250,6 +285,11 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
             .rpartition("@")[0]:
         problem("cluster.password_file", "the password is given twice, in [cluster] redis_url "
                 "and in password_file: keep it in password_file only (redis://host:6379/0)")
+    for key, other in _clashes(v, https=t["enabled"] and le["https_addr"] is not None and (
+            le["challenge"] == "tls-alpn-01" or sts.enabled)):
+        problem(key, f'"{_value(v, key)}" takes the port of [{other.rpartition(".")[0]}] '
+                f'{other.rpartition(".")[2]} = "{_value(v, other)}": two of elemta\'s listeners '
+                "cannot share a port; give this one a port of its own")
     if s["listen_addr"] is None and (t["listen_addr"] is None or not t["enabled"]):
         problem("server.listen_addr", "no listener left: set [server] listen_addr or "
                 "[tls] listen_addr with [tls] enabled = true")
