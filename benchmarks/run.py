@@ -27,9 +27,11 @@ from types import FrameType
 from benchmarks.certs import write_certificate
 from benchmarks.loadgen import MESSAGE_SIZE, MODES, ClientPool, Job
 from benchmarks.servers import (
+    CHOICES,
     SERVERS,
     BenchmarkError,
     RunningServer,
+    accepted_count,
     can_make_filesystems,
     count_delivered,
     fresh_folder,
@@ -64,9 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="messages per connection in persistent mode (default 50)")
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES),
                    help=f"comma-separated (default {','.join(MODES)})")
-    p.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS),
+    p.add_argument("--servers", type=_csv(CHOICES), default=list(SERVERS),
                    help=f"comma-separated; the first is the baseline of the ratios "
-                        f"(default {','.join(SERVERS)}); elemta@DIR runs the elemta of another "
+                        f"(default {','.join(SERVERS)}); elemta-metrics is elemta with [metrics] "
+                        "on, scraped once per measurement; elemta@DIR runs the elemta of another "
                         "checkout (e.g. a git worktree of an older commit) in the same run")
     p.add_argument("--warmup", type=int, default=5,
                    help="unmeasured messages per client per mode after each server start (default 5)")
@@ -108,12 +111,19 @@ def measure_server(pool: ClientPool, server: RunningServer, args: argparse.Names
         before = server.cpu_seconds()
         results = pool.run(job(mode, args.messages))
         time.sleep(SETTLE_SECONDS)
+        if server.metrics_port is not None:  # one scrape per measurement, inside its CPU time
+            scraped = accepted_count(server.metrics_port)
         m = measure(round_, server.name, mode, results, server.cpu_seconds() - before)
         print(f"round {round_ + 1} {server.name:9} {mode:10} {m.rate:7.1f} msgs/s "
               f"{m.cpu_ms:6.2f} CPU ms/msg  p50 {m.p50_ms:6.1f} ms  p99 {m.p99_ms:6.1f} ms"
               + (f"  FAILED {m.failed}: {m.errors[0]}" if m.failed else ""),
               file=sys.stderr, flush=True)
         out.append(m)
+        if server.metrics_port is not None:
+            counted = args.warmup * args.clients * len(args.modes) + sum(x.accepted for x in out)
+            if scraped != counted:
+                raise BenchmarkError(f"{server.name}: /metrics counted {scraped:g} accepted "
+                                     f"messages, the clients {counted} (round {round_ + 1}, {mode})")
     return out
 
 

@@ -14,15 +14,21 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from benchmarks.peercli import READY
 from tests.support import Setup, free_port
 
 SERVERS = ("elemta", "aiosmtpd", "twisted")
+#: Every name ``--servers`` takes: the default ones, and elemta with ``[metrics]`` on (its
+#: /metrics scraped once per measurement), to measure what counting costs.
+CHOICES = (*SERVERS, "elemta-metrics")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
@@ -42,6 +48,7 @@ class RunningServer:
     tls_port: int
     maildir: Path
     log_path: Path
+    metrics_port: int | None = None  # elemta-metrics: where GET /metrics answers
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the whole process (every thread) so far."""
@@ -121,14 +128,16 @@ def is_checkout_server(name: str) -> bool:
     return base == "elemta" and bool(at) and (Path(folder) / "elemta_smtp" / "__main__.py").is_file()
 
 
-def _command(name: str, workdir: Path, maildir: Path, cert: Path, key: Path
-             ) -> tuple[list[str], int, int, str]:
-    if name == "elemta" or is_checkout_server(name):
+def _command(name: str, workdir: Path, maildir: Path, cert: Path, key: Path, *,
+             metrics_port: int = 0) -> tuple[list[str], int, int, str]:
+    if name in ("elemta", "elemta-metrics") or is_checkout_server(name):
         setup = Setup(root=workdir)
         setup.write({
             "delivery": {"maildir_root": str(maildir)},
             "tls": {"cert_file": str(cert), "key_file": str(key)},
             "server": {"max_connections": 10_000},
+            **({"metrics": {"listen_addr": f"127.0.0.1:{metrics_port}"}}
+               if name == "elemta-metrics" else {}),
         })
         return ([sys.executable, "-m", "elemta_smtp", "serve", "-c", str(setup.config_path)],
                 setup.smtp_port, setup.smtps_port, "elemta ready")
@@ -137,7 +146,7 @@ def _command(name: str, workdir: Path, maildir: Path, cert: Path, key: Path
         return ([sys.executable, "-m", f"benchmarks.peer_{name}", "--plain-port", str(plain),
                  "--tls-port", str(tls), "--maildir", str(maildir), "--cert", str(cert),
                  "--key", str(key)], plain, tls, READY)
-    raise BenchmarkError(f"unknown server {name!r}: choose from {', '.join(SERVERS)}")
+    raise BenchmarkError(f"unknown server {name!r}: choose from {', '.join(CHOICES)}")
 
 
 @contextmanager
@@ -146,14 +155,16 @@ def running_server(name: str, workdir: Path, maildir: Path, cert: Path, key: Pat
     """Start server ``name``, wait until it says it is ready, and always stop it
     afterwards (SIGTERM, then SIGKILL)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    command, plain, tls, ready = _command(name, workdir, maildir, cert, key)
+    metrics_port = free_port() if name == "elemta-metrics" else None
+    command, plain, tls, ready = _command(name, workdir, maildir, cert, key,
+                                          metrics_port=metrics_port or 0)
     log_path = workdir / f"{name.replace('/', '_')}.log"
     # `python -m` looks in its working folder first: elemta@DIR runs DIR's elemta_smtp
     cwd = Path(name.partition("@")[2]) if is_checkout_server(name) else REPO_ROOT
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
-    server = RunningServer(name, process, plain, tls, maildir, log_path)
+    server = RunningServer(name, process, plain, tls, maildir, log_path, metrics_port)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while ready not in server.log():
@@ -167,6 +178,17 @@ def running_server(name: str, workdir: Path, maildir: Path, cert: Path, key: Pat
         yield server
     finally:
         stop(process)
+
+
+def accepted_count(metrics_port: int) -> float:
+    """``elemta_messages_total{result="accepted"}`` from one real scrape of GET /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "elemta_messages_total" and sample.labels == {"result": "accepted"}:
+                return sample.value
+    raise BenchmarkError(f"no elemta_messages_total{{result=\"accepted\"}} on port {metrics_port}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -155,9 +155,10 @@ def check_targets(measurements: Sequence[Measurement], subject: str = "elemta") 
     targets = []
     rows = summarize(measurements, subject)
     for mode in dict.fromkeys(r.mode for r in rows):
-        # another version of elemta (elemta@DIR) is a reference, not a peer to beat
+        # another version of elemta (elemta@DIR) or elemta with metrics on (elemta-metrics) is
+        # a reference, not a peer to beat
         peers = [r for r in rows if r.mode == mode and r.server != subject
-                 and not r.server.startswith(f"{subject}@")]
+                 and not r.server.startswith((f"{subject}@", f"{subject}-"))]
         if not any(r.server == subject and r.mode == mode for r in rows) or not peers:
             continue
         for r in peers:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from elemta_smtp.schema import DOMAIN, SCHEMA, SECTIONS
 from elemta_smtp.tomlread import ConfigError, Problem, line_index, read_toml
-from elemta_smtp.units import Address, described, toml_text
+from elemta_smtp.units import Address, described, overlaps, toml_text
 
 DEFAULT_CONFIG_PATH = Path("/etc/elemta/elemta.toml")
 CONFIG_ENV = "ELEMTA_CONFIG"
@@ -115,6 +115,10 @@ class NotifyConfig(NamedTuple):
     relay_starttls: bool
 
 
+class MetricsConfig(NamedTuple):
+    listen_addr: Address | None  # None: no /metrics and /healthz listener
+
+
 class MTASTSConfig(NamedTuple):
     enabled: bool
     mode: str  # "enforce" | "testing" | "none"
@@ -122,6 +126,8 @@ class MTASTSConfig(NamedTuple):
     mx: tuple[str, ...]  # default: [tls.letsencrypt] domain + extra_names
     policy_domains: tuple[str, ...]  # default: [delivery] local_domains
     tlsrpt_rua: str  # "" = no TLSRPT record
+
+
 class ClusterConfig(NamedTuple):
     redis_url: str  # "" = a single host
     password_file: Path | None
@@ -146,6 +152,42 @@ class Config(NamedTuple):
     notify: NotifyConfig
     mta_sts: MTASTSConfig
     cluster: ClusterConfig = SINGLE_HOST
+    metrics: MetricsConfig = MetricsConfig(listen_addr=None)
+
+
+def _listen_keys(v: dict[str, dict[str, Any]], https: bool) -> list[str]:
+    """The keys of the listeners the daemon binds with these values, in binding order."""
+    keys = ["server.listen_addr"]
+    if v["tls"]["enabled"]:
+        keys.append("tls.listen_addr")
+    keys.append("tls.letsencrypt.http_addr")
+    if https:
+        keys.append("tls.letsencrypt.https_addr")
+    keys.append("metrics.listen_addr")
+    return keys
+
+
+def _value(v: dict[str, dict[str, Any]], key: str) -> Address | None:
+    """The parsed listen address under ``key`` ("section.name")."""
+    section, _, name = key.rpartition(".")
+    address: Address | None = v[section][name]
+    return address
+
+
+def _clashes(v: dict[str, dict[str, Any]], *, https: bool) -> list[tuple[str, str]]:
+    """(key, earlier key) for each listener whose address collides with an earlier one's."""
+    bound: list[tuple[str, Address]] = []
+    found = []
+    for key in _listen_keys(v, https):
+        address = _value(v, key)
+        if address is None:
+            continue
+        for other, earlier in bound:
+            if overlaps(address, earlier):
+                found.append((key, other))
+                break
+        bound.append((key, address))
+    return found
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -261,6 +303,11 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
         problem("tls.letsencrypt.key_type", '"ecdsa+rsa" cannot be shared through [cluster] '
                 'redis_url yet (the cluster shares one certificate per name): use "ecdsa" or '
                 '"rsa" in a cluster')
+    for key, other in _clashes(v, https=t["enabled"] and le["https_addr"] is not None and (
+            le["challenge"] == "tls-alpn-01" or sts.enabled)):
+        problem(key, f'"{_value(v, key)}" takes the port of [{other.rpartition(".")[0]}] '
+                f'{other.rpartition(".")[2]} = "{_value(v, other)}": two of elemta\'s listeners '
+                "cannot share a port; give this one a port of its own")
     if s["listen_addr"] is None and (t["listen_addr"] is None or not t["enabled"]):
         problem("server.listen_addr", "no listener left: set [server] listen_addr or "
                 "[tls] listen_addr with [tls] enabled = true")
@@ -316,6 +363,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
         ),
         mta_sts=sts,
         cluster=ClusterConfig(**{**c, "password_file": _absolute(c["password_file"], base_dir)}),
+        metrics=MetricsConfig(**v["metrics"]),
     )
     return config, problems
 

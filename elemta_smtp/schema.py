@@ -314,6 +314,9 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "relay_password": (_str, ""),
         "relay_starttls": (_bool, True),
     },
+    "metrics": {
+        "listen_addr": (_optional_address, ""),
+    },
     "mta_sts": {
         "enabled": (_bool, False),
         "mode": (_choice("enforce", "testing", "none"), "testing"),
@@ -331,4 +334,4 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "sync_interval": (_duration(1, 3600), "30s"),
     },
 }
-SECTIONS = {"server", "delivery", "tls", "notify", "mta_sts", "cluster"}
+SECTIONS = {"server", "delivery", "tls", "notify", "metrics", "mta_sts", "cluster"}

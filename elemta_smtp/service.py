@@ -32,6 +32,10 @@ from elemta_smtp.daemon import (
     write_pid_file,
 )
 from elemta_smtp.errors import CacheError, ElemtaError
+from elemta_smtp.metrics import Metrics
+from elemta_smtp.monitor.collector import StateCollector
+from elemta_smtp.monitor.health import Health, ListenerState, check_health
+from elemta_smtp.monitor.site import monitor_site
 from elemta_smtp.net import descriptors
 from elemta_smtp.smtp.listener import SMTPServer
 from elemta_smtp.smtp.maildir import MaildirReactor, MaildirSink
@@ -68,6 +72,11 @@ def listen_error(what: str, address: Address, exc: CannotListenError, dev: bool 
     return StartupError(text)
 
 
+#: Each listener's short name, in /healthz and the ``listener`` label of ``elemta_listener_up``.
+LISTENER_NAMES = {"SMTP": "smtp", "SMTPS (implicit TLS)": "smtps", "HTTP-01": "http-01",
+                  "HTTPS (TLS-ALPN-01, MTA-STS)": "https", "metrics": "metrics"}
+
+
 class ServiceReactor(DaemonReactor, MaildirReactor, Protocol):
     """Every reactor interface the daemon uses; the real reactor provides them all."""
 
@@ -88,6 +97,10 @@ class ElemtaService(MultiService):
         # Before anything is written: a second daemon must leave the first one's files alone.
         check_pid_file(config.server.pid_file, os.getpid(), self._pid_advice)
         self.open_at_start = 0  # descriptors open once the listeners are bound
+        self.listening: list[tuple[str, IListeningPort]] = []  # (short name, port) as bound
+        self.stopping = False
+        # [metrics] on: the components count into this; off: None, and nothing is counted
+        self.metrics = Metrics() if config.metrics.listen_addr is not None else None
         cache_dir = config.tls.letsencrypt.cache_dir
         try:
             if self.dev:  # the --data-dir, created here so a failure is worded for --dev
@@ -101,12 +114,13 @@ class ElemtaService(MultiService):
             raise StartupError(f"cannot use the cache directory {cache_dir}: {exc}") from None
         self.tls: ServerTLS | None = None
         if config.tls.enabled:
-            self.tls = ServerTLS(config, _now)
+            self.tls = ServerTLS(config, _now, metrics=self.metrics)
             self.tls.reload()
         self.sink = MaildirSink(config.delivery.maildir_root, config.server.hostname, reactor)
         starttls = self.tls is not None and config.tls.enable_starttls
         settings = session_settings(config, starttls_available=starttls)
-        self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor))
+        self.smtp = SMTPServer(settings, self.sink, self.tls, IReactorTime(reactor),
+                               metrics=self.metrics)
         self.cluster: ClusterNode | None = None
         if config.cluster.enabled:
             try:
@@ -117,12 +131,18 @@ class ElemtaService(MultiService):
             self.cluster.setServiceParent(self)
         self.managers: list[CertManager] = []  # one per certificate: key_type "ecdsa+rsa" has two
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            self.managers = build_managers(config, self.tls, reactor, self.cluster)
+            self.managers = build_managers(config, self.tls, reactor, self.cluster, self.metrics)
             for manager in self.managers:
                 manager.setServiceParent(self)
                 if self.cluster is not None:
                     self.cluster.link.on_back.append(manager.check)
         self.manager: CertManager | None = self.managers[0] if self.managers else None
+        if self.metrics is not None:
+            served = self.tls.served if self.tls is not None else list
+            link = self.cluster.link if self.cluster is not None else None
+            self.metrics.registry.register(StateCollector(
+                served, self.listener_states, self.health, _now,
+                redis_up=(lambda: link.up) if link is not None else None))
 
     def _listeners(self) -> list[tuple[str, Address, IProtocolFactory]]:
         config = self.config
@@ -137,27 +157,55 @@ class ElemtaService(MultiService):
             shared = self.cluster.challenge_answer if self.cluster is not None else None
             site = http01_site(layout.webroot(config.tls.letsencrypt.cache_dir),
                                IReactorTime(self.reactor), self.http_connection_cap,
-                               shared=shared)
+                               shared=shared, metrics=self.metrics)
             found.append(("HTTP-01", http_addr, site))
         https_addr = config.tls.letsencrypt.https_addr
         if https_wanted(config) and self.tls is not None and https_addr is not None:
             factory = https_factory(config, self.tls,
                                     layout.tls_alpn_dir(config.tls.letsencrypt.cache_dir),
                                     reactor=IReactorTime(self.reactor),
-                                    max_connections=self.http_connection_cap)
+                                    max_connections=self.http_connection_cap,
+                                    metrics=self.metrics)
             found.append(("HTTPS (TLS-ALPN-01, MTA-STS)", https_addr, factory))
+        if self.metrics is not None and config.metrics.listen_addr is not None:
+            site = monitor_site(self.metrics.registry, self.health, IReactorTime(self.reactor),
+                                max_connections=self.http_connection_cap)
+            found.append(("metrics", config.metrics.listen_addr, site))
         return found
 
     def _http_listeners(self) -> int:
-        """How many HTTP listeners share the descriptors left after SMTP's reserve."""
+        """How many HTTP listeners (HTTP-01, HTTPS, metrics) share the descriptors left
+        after SMTP's reserve."""
         return ((self.config.tls.letsencrypt.http_addr is not None)
-                + (self.tls is not None and https_wanted(self.config)))
+                + (self.tls is not None and https_wanted(self.config))
+                + (self.metrics is not None and self.config.metrics.listen_addr is not None))
+
+    # --- monitoring: /healthz and the scrape-time gauges ---
+
+    def listener_states(self) -> list[ListenerState]:
+        """Every listener bound at start, and whether it still listens."""
+        states = []
+        for name, port in self.listening:
+            host = port.getHost()
+            ip = str(getattr(host, "host", "?"))
+            address = f"[{ip}]:{getattr(host, 'port', '?')}" if ":" in ip else \
+                f"{ip}:{getattr(host, 'port', '?')}"
+            states.append(ListenerState(name, address, bool(getattr(port, "connected", True))))
+        return states
+
+    def health(self) -> Health:
+        """What ``GET /healthz`` answers now (``monitor.health.check_health``)."""
+        tls = self.tls
+        return check_health(self.listener_states(), tls.served() if tls is not None else [],
+                            self.config.tls.letsencrypt.domain if tls is not None else None,
+                            _now(), stopping=self.stopping)
 
     def privilegedStartService(self) -> None:
         check_pid_file(self.config.server.pid_file, os.getpid(), self._pid_advice)
         for what, address, factory in self._listeners():
             port = self._listen(what, address, factory)
             self.ports.append(port)
+            self.listening.append((LISTENER_NAMES.get(what, what.lower()), port))
             host = port.getHost()
             log.info("listening for {what} on {host}:{port}", what=what,
                      host=getattr(host, "host", "?"), port=getattr(host, "port", "?"))
@@ -167,9 +215,10 @@ class ElemtaService(MultiService):
         super().privilegedStartService()
 
     def http_connection_cap(self) -> int:
-        """Connections one HTTP listener (HTTP-01, HTTPS) may have open at once now (asked
-        at each accept): the listener's own cap, lowered so that SMTP's reserve of
-        descriptors stays free; two listeners share what is left."""
+        """Connections one HTTP listener (HTTP-01, HTTPS, metrics) may have open at once now
+        (asked at each accept): the listener's own cap, lowered so that SMTP's reserve of
+        descriptors stays free; the listeners share what is left evenly, so a flood on one
+        never starves another."""
         listeners = max(1, self._http_listeners())
         return descriptors.http_connection_cap(
             descriptors.open_files_limit(), self.open_at_start,
@@ -240,6 +289,7 @@ class ElemtaService(MultiService):
     def stopService(self) -> Generator[Deferred[Any], Any, None]:
         log.info("stopping: no new connections; letting messages in flight finish "
                  "(up to {timeout:g}s)", timeout=self.config.server.shutdown_timeout)
+        self.stopping = True
         yield Deferred.fromCoroutine(self._stop_listening())
         yield self.smtp.shutdown(self.config.server.shutdown_timeout)
         yield super().stopService()

@@ -151,6 +151,29 @@ class Address:
         return f"{self.host}:{self.port}"
 
 
+def _covers(address: Address) -> tuple[set[int], str | None]:
+    """The IP versions a listen address binds and its one IP (None for a wildcard):
+    ``""`` and ``::`` (dual stack) bind both, ``0.0.0.0`` every IPv4 address."""
+    if not address.host:
+        return {4, 6}, None
+    ip = ipaddress.ip_address(address.host)
+    if ip.is_unspecified:
+        return ({4, 6} if ip.version == 6 else {4}), None
+    return {ip.version}, str(ip)
+
+
+def overlaps(a: Address, b: Address) -> bool:
+    """Would listening on ``a`` and on ``b`` in one process fail with "address in use"?
+    The same port (not 0, any free port) and the same IP, or a wildcard on one side that
+    covers the other's IP version."""
+    if a.port != b.port or a.port == 0:
+        return False
+    (versions_a, ip_a), (versions_b, ip_b) = _covers(a), _covers(b)
+    if ip_a is None or ip_b is None:
+        return bool(versions_a & versions_b)
+    return ip_a == ip_b
+
+
 #: errno values meaning "no IPv6 here": listening on every address then falls back to IPv4.
 NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL)
 

@@ -28,6 +28,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from elemta_smtp.acme.http01 import http01_site
@@ -209,7 +210,11 @@ class App(Protocol):
 
 def http01_request(webroot: Path, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
     """Send one raw HTTP request to a fresh site; return status, headers, body."""
-    site = http01_site(webroot, reactor=cast(IReactorTime, Clock()))
+    return site_request(http01_site(webroot, reactor=cast(IReactorTime, Clock())), raw)
+
+
+def site_request(site: Site, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Send one raw HTTP request to ``site`` on a new connection; return status, headers, body."""
     peer = IPv4Address("TCP", "192.0.2.7", 40000)
     protocol = site.buildProtocol(peer)  # type: ignore[no-untyped-call]
     assert protocol is not None

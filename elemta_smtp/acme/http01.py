@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -32,6 +32,9 @@ from elemta_smtp.cache.challenges import (
     token_of,
 )
 
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
+
 log = Logger()
 
 WELL_KNOWN = (".well-known", "acme-challenge")
@@ -46,10 +49,12 @@ class ChallengeResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, webroot: Path, shared: SharedLookup | None = None) -> None:
+    def __init__(self, webroot: Path, shared: SharedLookup | None = None,
+                 metrics: Metrics | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._challenge_dir = webroot.joinpath(*WELL_KNOWN)
         self._shared = shared
+        self._served = metrics.challenges_served.labels("http-01") if metrics is not None else None
 
     def _read(self, token: str) -> bytes | None:
         try:
@@ -89,6 +94,8 @@ class ChallengeResource(Resource):
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
             log.info("http-01 challenge served token={token} to {client}{where}",
                      token=answer.served, client=getattr(peer, "host", str(peer)), where=where)
+            if self._served is not None:
+                self._served.inc()
         return answer.body
 
 
@@ -136,8 +143,11 @@ class ChallengeSite(Site):
     protocol = ChallengeChannel  # type: ignore[assignment]  # plain HTTP/1.1, no HTTP/2 wrapper
 
     def __init__(self, resource: Resource, reactor: IReactorTime | None,
-                 max_connections: Callable[[], int], deadline: float) -> None:
+                 max_connections: Callable[[], int], deadline: float,
+                 label: str | None = None) -> None:
         super().__init__(resource, reactor=reactor, timeout=None)  # type: ignore[no-untyped-call]
+        if label is not None:
+            self.label = label
         self.max_connections = max_connections
         self.deadline = deadline
         self.open = 0
@@ -171,9 +181,11 @@ class ChallengeSite(Site):
 
 def http01_site(webroot: Path, reactor: IReactorTime | None = None,
                 max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
-                deadline: float = REQUEST_DEADLINE, shared: SharedLookup | None = None) -> Site:
+                deadline: float = REQUEST_DEADLINE, *, shared: SharedLookup | None = None,
+                metrics: Metrics | None = None) -> Site:
     """The site to listen with on ``[tls.letsencrypt] http_addr``: it serves
     ``<webroot>/.well-known/acme-challenge/<token>`` as text/plain, 404 elsewhere.
     ``max_connections()`` is asked at each accept (the daemon lowers it when file
     descriptors run short)."""
-    return ChallengeSite(ChallengeResource(webroot, shared), reactor, max_connections, deadline)
+    return ChallengeSite(ChallengeResource(webroot, shared, metrics), reactor, max_connections,
+                         deadline)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
@@ -40,6 +40,11 @@ from elemta_smtp.certs.bundle import CertificateBundle
 from elemta_smtp.config import Config
 from elemta_smtp.net.tlslayer import ServerTLSFactory
 from elemta_smtp.tls.context import build_context
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
+    from elemta_smtp.metrics import Metrics
 
 log = Logger(namespace="elemta.https")
 
@@ -112,9 +117,10 @@ class PolicyResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, policy: mtasts.Policy | None) -> None:
+    def __init__(self, policy: mtasts.Policy | None, metrics: Metrics | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._policy = policy
+        self._served = metrics.mta_sts_policies_served if metrics is not None else None
 
     def render(self, request: Request) -> bytes:
         answer = mtasts.answer_request(
@@ -130,6 +136,8 @@ class PolicyResource(Resource):
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
             log.info("mta-sts policy served for {host} to {client}", host=answer.served,
                      client=getattr(peer, "host", str(peer)))
+            if self._served is not None:
+                self._served.inc()
         return answer.body
 
 
@@ -147,6 +155,9 @@ class HTTPSChannel(ChallengeChannel):
         log.info("tls-alpn-01 challenge served for {name} to {client}",
                  name=raw.decode("ascii", "replace") if raw else "?",
                  client=str(getattr(transport.getPeer(), "host", "?")))
+        served = cast(HTTPSSite, self.site).alpn_served
+        if served is not None:
+            served.inc()
         transport.loseConnection()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
@@ -162,15 +173,19 @@ class HTTPSSite(ChallengeSite):
 
     label = "https"
     protocol = HTTPSChannel
+    alpn_served: Counter | None = None  # elemta_acme_challenges_served{type="tls-alpn-01"}
 
 
 def https_factory(config: Config, certificates: CertificateSource, alpn_dir: Path, *,
                   reactor: IReactorTime | None = None,
                   max_connections: Callable[[], int] = lambda: MAX_CONNECTIONS,
-                  deadline: float = REQUEST_DEADLINE) -> IProtocolFactory:
+                  deadline: float = REQUEST_DEADLINE,
+                  metrics: Metrics | None = None) -> IProtocolFactory:
     """The factory to listen with on ``[tls.letsencrypt] https_addr``: TLS (elemta's
     certificates, TLS-ALPN-01 answers from ``alpn_dir``), then the MTA-STS site (the policy
     only when [mta_sts] is enabled)."""
     served = mtasts.policy(config) if config.mta_sts.enabled else None
-    site = HTTPSSite(PolicyResource(served), reactor, max_connections, deadline)
+    site = HTTPSSite(PolicyResource(served, metrics), reactor, max_connections, deadline)
+    if metrics is not None:
+        site.alpn_served = metrics.challenges_served.labels("tls-alpn-01")
     return ServerTLSFactory(HTTPSConnections(certificates, alpn_dir), site)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -65,6 +65,9 @@ from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for,
 from elemta_smtp.cache.state import Event
 from elemta_smtp.cluster.issuance import GO, Permit
 from elemta_smtp.config import Config
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 log = Logger(namespace="elemta.acme")
 
@@ -116,7 +119,8 @@ class CertManager(Service):
                  python: str | None = None, user: User | None = None,
                  slot: Slot | None = None, ari: AriSource | None = None,
                  dane: DaneWatch | None = None,
-                 coordinator: Coordinator | None = None, claims: Claims | None = None) -> None:
+                 coordinator: Coordinator | None = None, claims: Claims | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.config = config
         self.slot = slot if slot is not None else primary(config)
         if self.slot.variant:  # a service name is unique among its parent's services
@@ -130,13 +134,20 @@ class CertManager(Service):
         what = f"{KEY_WORDS[self.slot.key_type]} {DEFAULT_WHAT}" if self.slot.variant \
             else DEFAULT_WHAT
         self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir, self.slot.variant),
-                                 mailer, claims, what)
+                                 mailer, claims, metrics, what)
         self._coordinator = coordinator
         self._wait: float | None = None  # the lock was refused: look again after this
         self._ari = AriStep(config, self.slot, ari)
         self._dane = DaneStep(config, self.slot, dane, self._notices)
         self._keys = KeyStep(config, self.slot, self._notices)
         self._wake: float | None = None  # clock seconds: check again then (an ARI moment)
+        self._metrics = metrics
+        if metrics is not None:  # the series exist from the start (0: renewal not failing)
+            domain = config.tls.letsencrypt.domain
+            metrics.renewal_failing_since.labels(domain).set(0)
+            for family in (metrics.acquisition_attempts, metrics.acquisition_failures,
+                           metrics.renewal_attempts, metrics.renewal_failures):
+                family.labels(domain)
         self._next: Cancellable | None = None
         self._busy: Deferred[None] | None = None
         self._running: Deferred[RunResult] | None = None
@@ -323,6 +334,8 @@ class CertManager(Service):
         log.info("obtaining a certificate for {names} from {server} (attempt {attempt})",
                  names=", ".join(le.names), server=le.acme_directory, attempt=attempt,
                  domain=le.domain)
+        if self._metrics is not None:
+            self._metrics.acquisition_attempts.labels(le.domain).inc()
         kwargs: dict[str, Any] = {"force": self._force_next_acquire}
         if self._python:
             kwargs["python"] = self._python
@@ -335,6 +348,7 @@ class CertManager(Service):
                                     key_type=self.slot.key_type, **kwargs)
         except ValueError as exc:
             delay = self._acquire.failed(self._clock.seconds())
+            self._count_failure("acquisition")
             log.error("cannot obtain a certificate for {domain}: {reason}; retrying in {delay}",
                       domain=le.domain, reason=str(exc), delay=format_span(timedelta(seconds=delay)))
             return
@@ -359,6 +373,7 @@ class CertManager(Service):
         else:
             reason = result.reason
         delay = self._acquire.failed(self._clock.seconds())
+        self._count_failure("acquisition")
         if self._acquire.failures == 1:  # mailed once per run of failures, not at every retry
             self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
@@ -411,6 +426,8 @@ class CertManager(Service):
                      "window {window}", what=self.slot.what, domain=domain, serial=current.serial,
                      left=format_span(decision.remaining), window=format_span(decision.window))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
+        if self._metrics is not None:
+            self._metrics.renewal_attempts.labels(domain).inc()
         if self._coordinator is not None and not lineage.renewal_conf.is_file():
             # a cluster node that never obtained this certificate itself has no lineage to
             # renew: it obtains a new certificate for the domain instead
@@ -426,6 +443,9 @@ class CertManager(Service):
             after = self._current()
             if after is not None and after.serial != current.serial:
                 self._renew.reset()
+                if self._metrics is not None:
+                    self._metrics.renewal_last_success.labels(domain).set(self._clock.seconds())
+                    self._metrics.renewal_failing_since.labels(domain).set(0)
                 log.info("{what} for {domain} renewed: serial {old} -> {new}, valid until "
                          "{not_after}", what=self.slot.what, domain=domain, old=current.serial,
                          new=after.serial,
@@ -438,6 +458,7 @@ class CertManager(Service):
         else:
             reason = result.reason
         delay = self._renew.failed(self._clock.seconds(), at_least=renewal.check_interval)
+        self._count_failure("renewal")
         log.error("renewal of the {what} for {domain} failed: {reason}; still serving serial "
                   "{serial} (expires {not_after}); next attempt in {delay}", what=self.slot.what,
                   domain=domain,
@@ -448,6 +469,20 @@ class CertManager(Service):
             id=f"renewal-failed:{current.serial}:{int(self._clock.seconds())}",
             kind="renewal-failed", at=now, names=current.names, serial=current.serial,
             not_after=current.not_after, reason=reason))
+
+    def _count_failure(self, what: str) -> None:
+        """Count a failed acquisition or renewal (after ``_Retry.failed``); the first renewal
+        failure of a run marks when renewal began failing."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        domain = self.config.tls.letsencrypt.domain
+        if what == "acquisition":
+            metrics.acquisition_failures.labels(domain).inc()
+            return
+        metrics.renewal_failures.labels(domain).inc()
+        if self._renew.failures == 1:
+            metrics.renewal_failing_since.labels(domain).set(self._clock.seconds())
 
     def _describe_served(self) -> str:
         """What is served for the domain now, in words (for "still serving ...")."""

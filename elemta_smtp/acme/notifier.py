@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -18,6 +18,9 @@ from elemta_smtp.acme import notices
 from elemta_smtp.acme.renewal import CertFacts
 from elemta_smtp.cache.state import Event, State, load_state, save_state
 from elemta_smtp.errors import CacheError
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 log = Logger(namespace="elemta.acme")
 
@@ -45,10 +48,12 @@ class Notifier:
     """The notice state (``state.json``) and the mailing of what is due."""
 
     def __init__(self, state_file: Path, mailer: NoticeMailer,
-                 claims: Claims | None = None, what: str = notices.DEFAULT_WHAT) -> None:
+                 claims: Claims | None = None, metrics: Metrics | None = None,
+                 what: str = notices.DEFAULT_WHAT) -> None:
         self._state_file = state_file
         self._mailer = mailer
         self._claims = claims
+        self._metrics = metrics
         self._what = what
         self.state = State()
 
@@ -113,12 +118,16 @@ class Notifier:
                 try:
                     await self._mailer.send(notice, now)
                 except Exception as exc:  # every failure is retried
+                    if self._metrics is not None:
+                        self._metrics.notices_failed.labels(notice.kind).inc()
                     log.error("could not mail notice \"{subject}\": {reason}; retrying at the "
                               "next check", subject=notice.subject,
                               reason=getattr(exc, "reason", None) or str(exc))
                     if self._claims is not None:  # another node may do better meanwhile
                         await self._claims.release(notice.key)
                     continue
+                if self._metrics is not None:
+                    self._metrics.notices_sent.labels(notice.kind).inc()
                 log.info("mailed notice \"{subject}\" to {to}", subject=notice.subject,
                          to=", ".join(recipients))
             self.state = notices.mark_sent(self.state, notice)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.threads import deferToThreadPool
@@ -35,9 +35,13 @@ def facts_of(item: ServedCertificate) -> CertFacts:
     leaf = item.leaf
     return CertFacts(serial=item.serial_hex, not_before=item.not_before,
                      not_after=item.not_after, names=tuple(item.names),
-                     is_bootstrap=item.is_bootstrap, key_type=item.key_type,
+                     is_bootstrap=item.is_bootstrap, key_type=item.key_kind,
                      tlsa=f"3 1 1 {item.spki_sha256}" if item.spki_sha256 else "",
                      ari_id=(ari.cert_id(leaf) or "") if leaf is not None else "")
+
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 
 def facts_from_served(served: Iterable[ServedCertificate], domain: str,
@@ -147,7 +151,8 @@ class LeaseRunner:
 
 
 def build_managers(config: Config, tls: ServedSource, reactor: DaemonReactor,
-                   cluster: ClusterNode | None = None) -> list[CertManager]:
+                   cluster: ClusterNode | None = None,
+                   metrics: Metrics | None = None) -> list[CertManager]:
     """The managers as the daemon runs them, one per certificate ``key_type`` asks for:
     certbot through the reactor, notices by SMTP.
 
@@ -170,11 +175,13 @@ def build_managers(config: Config, tls: ServedSource, reactor: DaemonReactor,
             config, served, reactor, runner, mailer, reload=tls.reload, slot=slot,
             ari=ThreadedAri(reactor), dane=ThreadedDane(config, tls, slot, reactor),
             coordinator=cluster.issuance if cluster is not None else None,
-            claims=cluster.claims if cluster is not None else None))
+            claims=cluster.claims if cluster is not None else None,
+            metrics=metrics if not slot.variant else None))  # metrics: live/<domain>.pem's
     return managers
 
 
 def build_manager(config: Config, tls: ServedSource, reactor: DaemonReactor,
-                  cluster: ClusterNode | None = None) -> CertManager:
+                  cluster: ClusterNode | None = None,
+                  metrics: Metrics | None = None) -> CertManager:
     """The manager of live/<domain>.pem (``build_managers``' first)."""
-    return build_managers(config, tls, reactor, cluster)[0]
+    return build_managers(config, tls, reactor, cluster, metrics)[0]

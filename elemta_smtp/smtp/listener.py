@@ -19,8 +19,10 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from elemta_smtp.metrics import Metrics
 from elemta_smtp.net.tlslayer import ServerTLSFactory
 from elemta_smtp.smtp import replies
+from elemta_smtp.smtp.counting import SMTPCounts
 from elemta_smtp.smtp.protocol import SMTPConnection
 from elemta_smtp.smtp.settings import SessionSettings
 from elemta_smtp.smtp.sink import MessageSink
@@ -46,13 +48,17 @@ class SMTPServer:
     It is each connection's ``ConnectionHost`` (protocol.py)."""
 
     def __init__(self, settings: SessionSettings, sink: MessageSink,
-                 tls: IOpenSSLServerConnectionCreator | None, clock: IReactorTime) -> None:
+                 tls: IOpenSSLServerConnectionCreator | None, clock: IReactorTime,
+                 metrics: Metrics | None = None) -> None:
         if tls is None and settings.starttls_available:
             settings = replace(settings, starttls_available=False)
         self.settings = settings
         self.sink = sink
         self.tls = tls
         self.clock: Any = clock  # IReactorTime (untyped for mypy without the zope plugin)
+        self.counts = SMTPCounts(metrics) if metrics is not None else None
+        if metrics is not None:
+            metrics.connections_open.set_function(lambda: len(self.connections))
         self.connections: set[SMTPConnection] = set()
         self._stopping = False
         self._drained: list[Deferred[None]] = []
@@ -75,10 +81,10 @@ class SMTPServer:
 
     def admit(self, connection: SMTPConnection) -> bytes | None:
         """Count a new connection in, or return the 421 it gets instead of a greeting."""
-        if self._stopping:
-            return replies.SHUTTING_DOWN
-        if len(self.connections) >= self.settings.max_connections:
-            return replies.TOO_MANY_CONNECTIONS
+        if self._stopping or len(self.connections) >= self.settings.max_connections:
+            if self.counts is not None:
+                self.counts.connection_refused(shutting_down=self._stopping)
+            return replies.SHUTTING_DOWN if self._stopping else replies.TOO_MANY_CONNECTIONS
         self.connections.add(connection)
         return None
 

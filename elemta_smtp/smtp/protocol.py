@@ -54,6 +54,7 @@ from elemta_smtp.smtp.actions import (
     ResumeReading,
     StartTLS,
 )
+from elemta_smtp.smtp.counting import SMTPCounts
 from elemta_smtp.smtp.session import Session
 from elemta_smtp.smtp.settings import SessionSettings
 from elemta_smtp.smtp.sink import DeliveryFailed, MessageSink
@@ -78,6 +79,10 @@ class ConnectionHost(Protocol):
 
     @property
     def clock(self) -> IReactorTime: ...
+
+    @property
+    def counts(self) -> SMTPCounts | None:
+        """Where the metrics are counted (None: ``[metrics]`` is off, nothing is counted)."""
 
     def admit(self, connection: SMTPConnection) -> bytes | None:
         """Count ``connection`` in, or return the 421 it gets instead (cap, shutting down)."""
@@ -109,6 +114,8 @@ class SMTPConnection(TwistedProtocol):
         self._closing = False
         self._lost = False
         self._stream = MessageStream(host.sink, self._delivered)
+        self._counts = host.counts
+        self._stored_at = 0.0  # when the last EndMessage went to the sink (with counts only)
 
     # --- connection life ---------------------------------------------------------------
 
@@ -130,6 +137,8 @@ class SMTPConnection(TwistedProtocol):
             return
         self.session = Session(host.settings, self._peer, implicit_tls=self._implicit_tls,
                                now=self._clock.seconds)
+        if self._counts is not None:
+            self._counts.connection_accepted(self._implicit_tls)
         if not self._implicit_tls:
             self._register_producer()
         self._run(self.session.start())
@@ -152,6 +161,8 @@ class SMTPConnection(TwistedProtocol):
             cipher = handle.get_cipher_name()
         except Exception:  # noqa: S110 - a transport without an OpenSSL handle: no details
             pass
+        if self._counts is not None:
+            self._counts.handshake_done(version)
         self._register_producer()
         self._run(self.session.tls_started(version, cipher))
 
@@ -194,6 +205,8 @@ class SMTPConnection(TwistedProtocol):
 
     def _delivered(self, failure: DeliveryFailed | None) -> None:
         """The sink answered for the message: the session words the outcome."""
+        if self._counts is not None:
+            self._counts.delivery_time(self._clock.seconds() - self._stored_at)
         if self.session is not None:
             self._run(self.session.delivery_done(failure))
             self._arm()  # no deadline while the message was being stored
@@ -243,6 +256,7 @@ class SMTPConnection(TwistedProtocol):
             return
         self._running = actions
         pending: list[bytes] = []  # replies in a row go out in one write
+        counts = self._counts
         try:
             for action in actions:  # the list may grow meanwhile
                 if type(action) is Reply:
@@ -250,6 +264,8 @@ class SMTPConnection(TwistedProtocol):
                     continue
                 if type(action) is Log:
                     _EMIT[action.level](action.text, **action.fields)
+                    if counts is not None:
+                        counts.logged(action, self._implicit_tls)
                     continue
                 if type(action) is Close:  # the last replies go out with the close (one TLS send)
                     self._close(b"".join(pending))
@@ -263,6 +279,8 @@ class SMTPConnection(TwistedProtocol):
                 elif type(action) is BeginMessage:
                     self._stream.begin(action)
                 elif type(action) is EndMessage:
+                    if counts is not None:
+                        self._stored_at = self._clock.seconds()
                     self._stream.end()
                 elif type(action) is AbortMessage:
                     self._stream.abort()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from OpenSSL import SSL
@@ -25,6 +26,7 @@ from zope.interface import implementer  # type: ignore[import-untyped, unused-ig
 from elemta_smtp.certs.bundle import (
     CertificateBundle,
     dns_names,
+    key_description,
     key_kind,
     parse_bundle,
     serial_hex,
@@ -42,6 +44,9 @@ from elemta_smtp.tls.sources import (
     log_file_warnings,
     preferred_names,
 )
+
+if TYPE_CHECKING:
+    from elemta_smtp.metrics import Metrics
 
 #: TLS 1.2 suites: forward secret (ECDHE) and AEAD only. TLS 1.3 suites are all AEAD.
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
@@ -117,8 +122,10 @@ class ServedCertificate:
     source: Path
     is_bootstrap: bool
     is_default: bool
+    kind: str = "live"  # where it was read from: "live" (the cache), "hand" (cert_file), "bootstrap"
+    key_type: str = ""  # "ecdsa-p256", "rsa-2048" ...
     variant: str = ""  # "rsa": live/<name>.rsa.pem, served next to live/<name>.pem
-    key_type: str = ""  # "ecdsa" | "rsa"
+    key_kind: str = ""  # "ecdsa" | "rsa" (key_type's first word)
     spki_sha256: str = ""  # the SHA-256 of its public key, as in TLSA 3 1 1
     leaf: x509.Certificate | None = None  # for checks that need more than these facts
     chain: tuple[x509.Certificate, ...] = ()
@@ -154,10 +161,12 @@ class _Snapshot:
 class ServerTLS:
     """Reloadable, SNI-aware connection creator for the SMTPS port and STARTTLS."""
 
-    def __init__(self, config: Config, now: Callable[[], datetime], log: Logger | None = None) -> None:
+    def __init__(self, config: Config, now: Callable[[], datetime], log: Logger | None = None,
+                 metrics: Metrics | None = None) -> None:
         self._config = config
         self._now = now
         self._log = log or Logger()
+        self._metrics = metrics
         self._snapshot: _Snapshot | None = None
 
     # --- Twisted's side: called on every handshake ---
@@ -196,6 +205,8 @@ class ServerTLS:
         """Re-read every source; swap in what validates, keep the previous certificate for
         what does not. Returns True if what is served changed. Never raises for bad files."""
         now = self._now()
+        if self._metrics is not None:
+            self._metrics.certificate_reloads.inc()
         log_file_warnings(self._config, self._log)
         old = self._snapshot
         previous = {e.source.path: e for e in old.loaded} if old else {}
@@ -281,6 +292,10 @@ class ServerTLS:
         return _Loaded(source, data, bundle, context)
 
     def _reject(self, source: Source, prev: _Loaded | None, reason: str) -> None:
+        if self._metrics is not None:
+            from elemta_smtp.metrics import rejection_reason  # noqa: PLC0415  (with metrics only)
+
+            self._metrics.certificate_rejected.labels(rejection_reason(reason)).inc()
         if prev is None:
             self._log.error("TLS certificate {path} rejected, not served: {reason}",
                             path=str(source.path), reason=reason)
@@ -344,9 +359,15 @@ class ServerTLS:
                                   not_before=e.bundle.leaf.not_valid_before_utc,
                                   not_after=e.bundle.leaf.not_valid_after_utc, source=e.source.path,
                                   is_bootstrap=e.source.kind == "bootstrap",
-                                  is_default=e is snapshot.table.default,
-                                  variant=e.source.variant, key_type=key_kind(e.bundle.key),
+                                  is_default=e is snapshot.table.default, kind=e.source.kind,
+                                  key_type=key_label(e.bundle.key),
+                                  variant=e.source.variant, key_kind=key_kind(e.bundle.key),
                                   spki_sha256=spki_sha256(e.bundle.leaf), leaf=e.bundle.leaf,
                                   chain=tuple(e.bundle.chain))
                 for e in snapshot.loaded]
 
+
+def key_label(key: object) -> str:
+    """The served key in a metric label's words: ``ecdsa-p256``, ``rsa-2048`` (from
+    ``key_description``'s "ECDSA P-256", "RSA 2048")."""
+    return key_description(key).lower().replace(" ", "-").replace("p-", "p")

@@ -50,3 +50,14 @@ def test_twisted_peer_speaks_every_mode(tmp_path: Path) -> None:
         assert row["failed"] == 0
         assert row["msgs_per_s"] > 0
     assert sum(m["accepted"] for m in report["measurements"]) == 4 * 2 * 10
+
+
+@pytest.mark.slow
+def test_elemta_with_metrics_is_a_reference_measured_with_real_scrapes(tmp_path: Path) -> None:
+    """elemta-metrics runs beside elemta (its ratio is metrics on / off), its /metrics count
+    matches the clients' (the run fails otherwise), and it is not a peer in the targets."""
+    report = run_benchmark(tmp_path, "elemta,elemta-metrics,aiosmtpd", "plain")
+    rows = {r["server"]: r for r in report["summary"]}
+    assert rows["elemta-metrics"]["failed"] == 0
+    assert rows["elemta-metrics"]["cpu_vs_elemta"]["median"] > 0
+    assert all("elemta-metrics" not in t["text"] for t in report["targets"])

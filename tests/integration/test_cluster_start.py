@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_metrics_endpoint import scrape
 from tests.redis_server import RedisServer, missing_redis, running_redis
-from tests.support import Setup, elemta_command, running_daemon
+from tests.support import Setup, elemta_command, free_port, running_daemon, wait_until
 
 
 @pytest.fixture
@@ -53,3 +54,25 @@ def test_wrong_password_is_said_once_masked_and_smtp_works(redis_server: RedisSe
     assert log.count("is unreachable") == 1, log
     assert "a-wrong-one" not in log
     assert f"redis://:***@127.0.0.1:{redis_server.port}/0" in log
+
+
+def test_the_scrape_says_whether_redis_answers(redis_server: RedisServer,
+                                               tmp_path: Path) -> None:
+    """With [metrics] on, elemta_cluster_redis_up is 1 while Redis answers, 0 once it stops
+    (the node serves on), and 1 again when it is back."""
+    setup = Setup(tmp_path / "node")
+    port = free_port()
+    setup.write({"cluster": {"redis_url": redis_server.url, "sync_interval": "1s"},
+                 "metrics": {"listen_addr": f"127.0.0.1:{port}"}})
+
+    def redis_up() -> float | None:
+        return scrape(port)[0].get(("elemta_cluster_redis_up", frozenset()))
+
+    with running_daemon(setup) as daemon:
+        wait_until(lambda: redis_up() == 1.0, "redis_up 1", timeout=10, daemon=daemon)
+        redis_server.stop()
+        wait_until(lambda: redis_up() == 0.0, "redis_up 0", timeout=10, daemon=daemon)
+        with smtplib.SMTP("127.0.0.1", setup.smtp_port, timeout=10) as client:
+            assert client.noop()[0] == 250
+        redis_server.start()
+        wait_until(lambda: redis_up() == 1.0, "redis_up 1 again", timeout=15, daemon=daemon)

@@ -20,6 +20,7 @@ from elemta_smtp.acme.mtasts import policy_id, policy_text
 from elemta_smtp.cache.challenges import REQUEST_DEADLINE
 from elemta_smtp.cache.tlsalpn import validates
 from tests.certs import make_ca, make_leaf
+from tests.integration.test_metrics_endpoint import delta, scrape
 from tests.support import Daemon, Setup, free_port, running_daemon
 
 HOST = "127.0.0.1"
@@ -31,10 +32,11 @@ class Listener:
     """A daemon with [mta_sts] enabled serving a hand certificate for mail.example.com and
     mta-sts.example.com, and its HTTPS port."""
 
-    def __init__(self, daemon: Daemon, port: int, root: Path) -> None:
+    def __init__(self, daemon: Daemon, port: int, root: Path, metrics_port: int) -> None:
         self.daemon = daemon
         self.port = port
         self.root = root  # the CA of the hand certificate
+        self.metrics_port = metrics_port
 
     @property
     def alpn_dir(self) -> Path:
@@ -50,8 +52,9 @@ def listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listener]:
     (base / "hand.key").write_bytes(leaf.key_pem)
     (base / "root.pem").write_bytes(ca.pem)
     setup = Setup(base / "elemta")
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     setup.write({
+        "metrics": {"listen_addr": f"{HOST}:{metrics_port}"},
         "tls": {"cert_file": str(base / "hand.crt"), "key_file": str(base / "hand.key")},
         "tls.letsencrypt": {"https_addr": f"{HOST}:{port}"},
         "mta_sts": {"enabled": True, "mode": "enforce", "max_age": "14d",
@@ -59,7 +62,7 @@ def listener(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listener]:
     })
     with running_daemon(setup) as daemon:
         daemon.wait_for_log("listening for HTTPS (TLS-ALPN-01, MTA-STS)")
-        yield Listener(daemon, port, base / "root.pem")
+        yield Listener(daemon, port, base / "root.pem", metrics_port)
 
 
 def alpn_client(protocols: list[str]) -> ssl.SSLContext:
@@ -124,6 +127,28 @@ def test_pending_name_gets_the_validation_certificate(listener: Listener) -> Non
     assert validates(cert, "mail.example.com", KEY_AUTHZ.encode()) is None
     assert received == b""
     listener.daemon.wait_for_log("tls-alpn-01 challenge served for mail.example.com to 127.0.0.1")
+
+
+def test_challenges_and_policies_served_are_counted(listener: Listener) -> None:
+    """One TLS-ALPN-01 answer and one policy fetched add one each to
+    elemta_acme_challenges_served{type="tls-alpn-01"} and elemta_mta_sts_policies_served;
+    a refused acme-tls/1 handshake counts nothing; each listener is up under its name."""
+    before, _ = scrape(listener.metrics_port)
+    (listener.alpn_dir / "mail.example.com").write_text(KEY_AUTHZ)
+    try:
+        assert handshake(listener.port, "mail.example.com", ["acme-tls/1"])[1] == "acme-tls/1"
+    finally:
+        (listener.alpn_dir / "mail.example.com").unlink()
+    with pytest.raises(ssl.SSLError, match=NO_PROTOCOL):
+        handshake(listener.port, "mail.example.com", ["acme-tls/1"])
+    assert https_get(listener, "/.well-known/mta-sts.txt")[0] == 200
+    listener.daemon.wait_for_log("mta-sts policy served")
+    after, _ = scrape(listener.metrics_port)
+    assert delta(before, after, "elemta_acme_challenges_served_total", type="tls-alpn-01") == 1
+    assert delta(before, after, "elemta_mta_sts_policies_served_total") == 1
+    up = {dict(labels)["listener"] for (name, labels), value in after.items()
+          if name == "elemta_listener_up" and value == 1}
+    assert up == {"smtp", "smtps", "http-01", "https", "metrics"}
 
 
 def test_answer_removed_means_handshake_failure(listener: Listener) -> None:

@@ -292,6 +292,17 @@ def test_a_relative_config_path_is_stored_absolute(tmp_path: Path, monkeypatch: 
     assert str(info.value).startswith("elemta.toml:2: [server.max_errors]")
 
 
+def test_metrics_listener_is_off_by_default_and_takes_an_address() -> None:
+    """[metrics] listen_addr: "" (default) is off; "host:port" is where /metrics listens."""
+    assert parse_config("").metrics.listen_addr is None
+    config = parse_config('[metrics]\nlisten_addr = "127.0.0.1:9465"\n')
+    assert config.metrics.listen_addr == Address("127.0.0.1", 9465)
+
+
+def test_metrics_listener_with_a_bad_address_says_which_key() -> None:
+    """A listen_addr that is not host:port is an error naming [metrics] listen_addr and its line."""
+    [problem] = problems_of('[metrics]\nlisten_addr = "localhost"\n')
+    assert "metrics.listen_addr" in problem and "e.toml:2" in problem
 # --- [cluster] ---
 
 def test_cluster_defaults_to_a_single_host() -> None:
@@ -338,3 +349,34 @@ def test_mask_password_hides_only_the_password() -> None:
     assert mask_password("redis://:s3cret@h:6379/0") == "redis://:***@h:6379/0"
     assert mask_password("rediss://elemta:s3cret@h:6380/0") == "rediss://elemta:***@h:6380/0"
     assert mask_password("redis://h:6379/0") == "redis://h:6379/0"
+
+
+# --- listeners that would take each other's port ---
+
+@pytest.mark.parametrize(("text", "key", "other"), [
+    ('[server]\nlisten_addr = "127.0.0.1:2525"\n[tls]\nlisten_addr = "127.0.0.1:2525"\n',
+     "tls.listen_addr", "[server] listen_addr"),
+    ('[server]\nlisten_addr = "127.0.0.1:2525"\n[metrics]\nlisten_addr = "127.0.0.1:2525"\n',
+     "metrics.listen_addr", "[server] listen_addr"),
+    ('[metrics]\nlisten_addr = "[::1]:80"\n', "metrics.listen_addr",
+     "[tls.letsencrypt] http_addr"),  # the default ":80" is every address, IPv6 too
+    ('[tls.letsencrypt]\nchallenge = "tls-alpn-01"\nhttps_addr = ":465"\n',
+     "tls.letsencrypt.https_addr", "[tls] listen_addr"),
+])
+def test_two_listeners_on_one_port_are_refused(text: str, key: str, other: str) -> None:
+    """Two of elemta's own listeners on colliding addresses: one problem on the later key,
+    naming the earlier one (not "in use by another program" when the daemon starts)."""
+    [problem] = problems_of(text)
+    assert f"[{key}]" in problem and f"takes the port of {other}" in problem
+
+
+@pytest.mark.parametrize("text", [
+    '[server]\nlisten_addr = "0.0.0.0:2525"\n[metrics]\nlisten_addr = "[::1]:2525"\n',
+    '[server]\nlisten_addr = "127.0.0.1:2525"\n[metrics]\nlisten_addr = "127.0.0.2:2525"\n',
+    '[tls]\nenabled = false\nlisten_addr = ":2525"\n[server]\nlisten_addr = ":2525"\n',
+    '[tls.letsencrypt]\nhttps_addr = ":465"\n',  # no TLS-ALPN-01 or MTA-STS: not bound
+])
+def test_listeners_that_do_not_collide_are_accepted(text: str) -> None:
+    """Other IPs of one family, an IPv4 wildcard beside an IPv6 address, and listeners that
+    are not bound (TLS off, HTTPS unused) are no clash."""
+    parse_config(text, "e.toml")  # no ConfigError
