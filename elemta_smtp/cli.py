@@ -105,6 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="look each record up in DNS and compare")
     records.add_argument("--resolver", metavar="HOST:PORT",
                          help="with --check: ask this DNS server (default: the system's resolvers)")
+
+    dane = sub(commands, "dane", "DANE (TLSA) records of the served keys and staged key rollovers",
+               "See `elemta dane ACTION --help`.", config=False)
+    dane_cmds = dane.add_subparsers(dest="action", metavar="ACTION", required=True)
+    resolver_help = ("ask this DNS server (default: [tls.dane] resolver, else the system's "
+                     "resolvers)")
+    status = sub(dane_cmds, "status", "show the TLSA records of the current and next keys",
+                 "One TLSA 3 1 1 record per MX name for the key served and, during a staged "
+                 "rollover, for the next key; with --check each is looked up and marked present "
+                 "or MISSING (exit 1 unless all are present).")
+    status.add_argument("--check", action="store_true", help="look each record up in DNS")
+    status.add_argument("--resolver", metavar="HOST:PORT", help=resolver_help)
+    rollover = sub(dane_cmds, "rollover", "change keys without a moment of unpublished key",
+                   "See `elemta dane rollover ACTION --help`.", config=False)
+    rollover_cmds = rollover.add_subparsers(dest="step", metavar="ACTION", required=True)
+    sub(rollover_cmds, "start", "make the next key and print its TLSA record to publish",
+        "The next key is kept in the cache (0600); its record is to be added next to the current "
+        "one (both stay published until the rollover is finished); the running daemon mails it.")
+    finish = sub(rollover_cmds, "finish", "renew with the next key once DNS publishes it",
+                 "Refused (exit 1) while DNS does not publish the next key's record; then renews "
+                 "the certificate with the next key at once and prints the record that can be "
+                 "removed.")
+    finish.add_argument("--force", action="store_true",
+                        help="do not look the next key's record up in DNS first")
+    finish.add_argument("--resolver", metavar="HOST:PORT", help=resolver_help)
     return parser
 
 
@@ -144,6 +169,16 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         from elemta_smtp.commands.config_check import config_check
 
         return _report_done(config_check(loaded, out), own_process=argv is None)
+    if args.command == "dane":
+        from elemta_smtp.commands import dane as dane_commands
+
+        if args.action == "status":
+            return dane_commands.dane_status_main(loaded, out, check=args.check,
+                                                  resolver=args.resolver)
+        if args.step == "start":
+            return dane_commands.rollover_start_main(loaded, out)
+        return dane_commands.rollover_finish_main(loaded, out, force=args.force,
+                                                  resolver=args.resolver)
     if args.command == "dns":
         from elemta_smtp.commands.dns_records import dns_records_main
 

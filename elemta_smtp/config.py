@@ -59,7 +59,7 @@ class LetsEncryptConfig(NamedTuple):
     staging: bool
     directory_url: str
     http_addr: Address | None
-    key_type: str  # "ecdsa" | "rsa"
+    key_type: str  # "ecdsa" | "rsa" | "ecdsa+rsa" (two certificates, both served)
     https_addr: Address | None
     challenge: str  # "http-01" | "tls-alpn-01"
     extra_names: tuple[str, ...]
@@ -73,6 +73,19 @@ class LetsEncryptConfig(NamedTuple):
         if self.directory_url:
             return self.directory_url
         return LETSENCRYPT_STAGING if self.staging else LETSENCRYPT_PRODUCTION
+
+
+    @property
+    def key_types(self) -> tuple[str, ...]:
+        """The key types of the certificates elemta keeps: ("ecdsa",), ("rsa",) or, for
+        "ecdsa+rsa", ("ecdsa", "rsa") (the first is the one in live/<domain>.pem)."""
+        return tuple(self.key_type.split("+"))
+
+
+class DaneConfig(NamedTuple):
+    enabled: bool  # keys never change without a staged rollover
+    check_dns: bool  # compare the published TLSA records with the served key at every check
+    resolver: str  # "host:port" of the DNS server for those checks; "" = the system's
 
 
 class RenewalConfig(NamedTuple):
@@ -90,6 +103,7 @@ class TLSConfig(NamedTuple):
     key_file: Path | None
     letsencrypt: LetsEncryptConfig
     renewal: RenewalConfig
+    dane: DaneConfig = DaneConfig(False, False, "")
 
 
 class NotifyConfig(NamedTuple):
@@ -285,6 +299,10 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
             .rpartition("@")[0]:
         problem("cluster.password_file", "the password is given twice, in [cluster] redis_url "
                 "and in password_file: keep it in password_file only (redis://host:6379/0)")
+    if le["key_type"] == "ecdsa+rsa" and c["redis_url"]:
+        problem("tls.letsencrypt.key_type", '"ecdsa+rsa" cannot be shared through [cluster] '
+                'redis_url yet (the cluster shares one certificate per name): use "ecdsa" or '
+                '"rsa" in a cluster')
     for key, other in _clashes(v, https=t["enabled"] and le["https_addr"] is not None and (
             le["challenge"] == "tls-alpn-01" or sts.enabled)):
         problem(key, f'"{_value(v, key)}" takes the port of [{other.rpartition(".")[0]}] '
@@ -333,6 +351,7 @@ def _build(v: dict[str, dict[str, Any]], path: str, lines: dict[str, int],
                 names=names,
             ),
             renewal=RenewalConfig(**rn),
+            dane=DaneConfig(**v["tls.dane"]),
         ),
         notify=NotifyConfig(
             recipients=tuple(r for r in n["recipients"] if r) or ((le["email"],) if le["email"] else ()),

@@ -239,6 +239,22 @@ def _relay(value: object) -> str:
     return text
 
 
+def _resolver(value: object) -> str:
+    """[tls.dane] resolver: "" (the system's resolvers) or the "host:port" of a DNS server."""
+    text = _str(value).strip()
+    if not text:
+        return ""
+    hint = ("write the DNS server's IP address and port, such as \"127.0.0.1:53\" or "
+            "\"[::1]:53\" (\"\" asks the system's resolvers)")
+    try:
+        address = parse_address(text)
+    except ValueError:
+        raise ValueError(f"{toml_text(value)} is not a DNS server address: {hint}") from None
+    if not address.host or not address.port:
+        raise ValueError(f"{toml_text(value)} is not a DNS server address: {hint}")
+    return text
+
+
 # --- the schema: section -> key -> (parser, default as it would be written in TOML) ---
 
 SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
@@ -274,7 +290,7 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "staging": (_bool, False),
         "directory_url": (_str, ""),
         "http_addr": (_optional_address, ":80"),
-        "key_type": (_choice("ecdsa", "rsa"), "ecdsa"),
+        "key_type": (_choice("ecdsa", "rsa", "ecdsa+rsa"), "ecdsa"),
         "https_addr": (_optional_address, ":443"),
         "challenge": (_choice("http-01", "tls-alpn-01"), "http-01"),
         "extra_names": (_list(_domain), []),
@@ -284,6 +300,11 @@ SCHEMA: dict[str, dict[str, tuple[Parser, object]]] = {
         "renewal_days": (_int(1, 365), 30),
         "check_interval": (_duration(10, 7 * 86400), "12h"),
         "renewal_timeout": (_duration(10, 86400), "5m"),
+    },
+    "tls.dane": {
+        "enabled": (_bool, False),
+        "check_dns": (_bool, False),
+        "resolver": (_resolver, ""),
     },
     "notify": {
         "recipients": (_list(_optional_email), []),

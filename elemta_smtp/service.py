@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from elemta_smtp.acme.http01 import http01_site
 from elemta_smtp.acme.https import https_factory, https_wanted
 from elemta_smtp.acme.manager import CertManager
-from elemta_smtp.acme.wiring import DaemonReactor, build_manager
+from elemta_smtp.acme.wiring import DaemonReactor, build_managers
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import MAX_CONNECTIONS as HTTP_MAX_CONNECTIONS
 from elemta_smtp.cluster.node import ClusterNode
@@ -129,12 +129,14 @@ class ElemtaService(MultiService):
             except CacheError as exc:  # the password file
                 raise StartupError(str(exc)) from None
             self.cluster.setServiceParent(self)
-        self.manager: CertManager | None = None
+        self.managers: list[CertManager] = []  # one per certificate: key_type "ecdsa+rsa" has two
         if config.tls.letsencrypt.enabled and self.tls is not None:
-            self.manager = build_manager(config, self.tls, reactor, self.cluster, self.metrics)
-            self.manager.setServiceParent(self)
-            if self.cluster is not None:
-                self.cluster.link.on_back.append(self.manager.check)
+            self.managers = build_managers(config, self.tls, reactor, self.cluster, self.metrics)
+            for manager in self.managers:
+                manager.setServiceParent(self)
+                if self.cluster is not None:
+                    self.cluster.link.on_back.append(manager.check)
+        self.manager: CertManager | None = self.managers[0] if self.managers else None
         if self.metrics is not None:
             served = self.tls.served if self.tls is not None else list
             link = self.cluster.link if self.cluster is not None else None
@@ -272,16 +274,16 @@ class ElemtaService(MultiService):
         log.info("SIGHUP: reloading certificates")
         if self.tls is not None:
             self.tls.reload()
-        if self.manager is not None:
-            self.manager.after_reload()
+        for manager in self.managers:
+            manager.after_reload()
 
     def _cluster_installed(self) -> None:
         """Another node's certificate was installed into live/: serve it, then let the
         manager look at it (notices), as after SIGHUP."""
         if self.tls is not None:
             self.tls.reload()
-        if self.manager is not None:
-            self.manager.after_reload()
+        for manager in self.managers:
+            manager.after_reload()
 
     @inlineCallbacks
     def stopService(self) -> Generator[Deferred[Any], Any, None]:

@@ -26,6 +26,10 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
     def __init__(self, zone: str) -> None:
         self.records: list[Any] = RR.fromZone(zone)
 
+    def set_zone(self, zone: str) -> None:
+        """Serve ``zone`` from now on (a test changing its DNS records)."""
+        self.records = RR.fromZone(zone)
+
     def resolve(self, request: Any, handler: Any) -> Any:
         reply = request.reply()
         name, qtype = request.q.qname, request.q.qtype
@@ -47,8 +51,16 @@ class ZoneResolver(BaseResolver):  # type: ignore[misc]
 @contextmanager
 def running_dns(zone: str) -> Iterator[int]:
     """Serve ``zone`` on 127.0.0.1 (UDP) until the block ends; yields the port."""
+    with running_dns_server(ZoneResolver(zone)) as port:
+        yield port
+
+
+@contextmanager
+def running_dns_server(resolver: ZoneResolver) -> Iterator[int]:
+    """Serve ``resolver``'s records (which the test may change) on 127.0.0.1 (UDP) until the
+    block ends; yields the port."""
     port = free_port(kind=socket.SOCK_DGRAM)
-    server = DNSServer(ZoneResolver(zone), port=port, address="127.0.0.1",
+    server = DNSServer(resolver, port=port, address="127.0.0.1",
                        logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
     server.start_thread()
     try:

@@ -52,6 +52,7 @@ class _Install:
     key_pem: bytes
     fullchain_pem: bytes
     lineage: lineages.Lineage | None  # None: plain files, not a certbot lineage
+    variant: str = ""  # "rsa": live/<name>.rsa.pem, the RSA certificate of key_type "ecdsa+rsa"
 
 
 class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
@@ -219,25 +220,28 @@ class ElemtaConfigurator(common.Configurator, interfaces.RenewDeployer):
         key_pem = _read(key_path, "private key")
         fullchain_pem = _read(fullchain_path, "certificate chain")
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
+        variant = live.variant_for(self.elemta.tls.letsencrypt.key_types, key_pem)
         try:
-            live.check_certificate(cache_dir, name, key_pem, fullchain_pem)
+            live.check_certificate(cache_dir, name, key_pem, fullchain_pem, variant)
         except CacheError as exc:
             raise errors.PluginError(
                 f"Could not install the certificate for {name} into elemta's cache "
                 f"{cache_dir}: {exc}") from exc
-        self._pending[name] = _Install(name, key_pem, fullchain_pem, lineage)
+        self._pending[f"{name}.{variant}"] = _Install(name, key_pem, fullchain_pem, lineage,
+                                                      variant)
 
     def _install(self, install: _Install) -> None:
         """Write the certificate, its lineage record, and say when the daemon cannot renew it."""
-        name, lineage = install.name, install.lineage
+        name, lineage, variant = install.name, install.lineage, install.variant
         cache_dir = self.elemta.tls.letsencrypt.cache_dir
         self._publish(install)
         try:
-            path = live.write_certificate(cache_dir, name, install.key_pem, install.fullchain_pem)
+            path = live.write_certificate(cache_dir, name, install.key_pem, install.fullchain_pem,
+                                          variant)
             if lineage is None:
-                lineages.forget_record(cache_dir, name)
+                lineages.forget_record(cache_dir, name, variant)
             else:
-                lineages.write_record(cache_dir, name, lineage)
+                lineages.write_record(cache_dir, name, lineage, variant)
         except (CacheError, OSError) as exc:
             raise errors.PluginError(
                 f"Could not install the certificate for {name} into elemta's cache "

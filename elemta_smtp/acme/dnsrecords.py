@@ -61,9 +61,16 @@ WHY_TLSA = ("DANE (RFC 7672) for port 25, from the key served now: a new key (ce
             "at each renewal unless --reuse-key) needs a new record before it is served")
 
 
-def needed_records(config: Config, tlsa: Mapping[str, str]) -> list[Record]:
+WHY_NEXT = ("DANE: the next key of a staged rollover (`elemta dane rollover start`): add it next "
+            "to the current record; `elemta dane rollover finish` serves it once DNS does")
+
+
+def needed_records(config: Config, tlsa: Mapping[str, str | Sequence[str]],
+                   next_keys: Mapping[str, Sequence[str]] | None = None) -> list[Record]:
     """Every record ``config`` needs, in zone order. ``tlsa`` maps each MX host name this
-    daemon serves a certificate for to the SHA-256 of that certificate's public key (hex)."""
+    daemon serves a certificate for to the SHA-256 of that certificate's public key (hex;
+    several: one per certificate served for it, key_type = "ecdsa+rsa"); ``next_keys`` the
+    same for the next keys of staged rollovers."""
     sts = config.mta_sts
     hosts = [m for m in sts.mx if not m.startswith("*.")]
     records = [Record(fqdn(d), "MX", f"{10 * (i + 1)} {fqdn(h)}", WHY_MX)
@@ -76,9 +83,15 @@ def needed_records(config: Config, tlsa: Mapping[str, str]) -> list[Record]:
     if sts.tlsrpt_rua:
         records += [Record(fqdn(f"_smtp._tls.{d}"), "TXT", f"v=TLSRPTv1; rua={sts.tlsrpt_rua}",
                            WHY_TLSRPT) for d in sts.policy_domains]
-    records += [Record(fqdn(f"_25._tcp.{h}"), "TLSA", f"3 1 1 {tlsa[h]}", WHY_TLSA)
-                for h in hosts if h in tlsa]
+    records += [Record(fqdn(f"_25._tcp.{h}"), "TLSA", f"3 1 1 {digest}", WHY_TLSA)
+                for h in hosts if h in tlsa for digest in _digests(tlsa[h])]
+    records += [Record(fqdn(f"_25._tcp.{h}"), "TLSA", f"3 1 1 {digest}", WHY_NEXT)
+                for h in hosts for digest in (next_keys or {}).get(h, ())]
     return records
+
+
+def _digests(value: str | Sequence[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def zone_text(records: Sequence[Record], notes: Sequence[str] = ()) -> str:

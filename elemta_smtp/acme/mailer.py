@@ -101,10 +101,11 @@ def smtp_data(message: bytes) -> bytes:
 
 def wrap_body(body: str, width: int = 72) -> str:
     """Fold long prose lines so the mail stays plain 7-bit text, readable as a raw Maildir
-    file (no quoted-printable ``=3D``); shorter lines (certbot's output) are kept as they are."""
+    file (no quoted-printable ``=3D``); shorter lines (certbot's output) and indented ones
+    (DNS records to copy, which must stay on one line) are kept as they are."""
     return "\n".join(
         textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
-        if len(line) > 76 else line for line in body.split("\n"))
+        if len(line) > 76 and not line.startswith(" ") else line for line in body.split("\n"))
 
 
 def _domain(address: str) -> str:

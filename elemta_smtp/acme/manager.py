@@ -9,6 +9,11 @@ Every check (at start, then every ``check_interval``, sooner while retrying):
    ``certbot renew`` under ``renewal_timeout``; a failure is queued for mailing.
 3. Notices: plan (pure, ``notices.plan``), save state, mail, record what went.
 
+Renewal is due by ``renewal_days`` (``renewal.decide_renewal``) or by the CA's renewal
+window (ARI, ``ariwatch.py``); with ``[tls.dane] check_dns`` the published TLSA records are
+compared with the served key before the notices (``danewatch.py``). One manager looks
+after one certificate (``slots.Slot``): with key_type = "ecdsa+rsa" the daemon runs two.
+
 In a cluster (``[cluster] redis_url``) steps 1 and 2 run only under the cluster's issuance
 lock (``coordinator``): a node that does not get it waits and looks again; one that gets it
 checks again first, since another node's certificate may have arrived meanwhile.
@@ -31,9 +36,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from elemta_smtp.acme.ari import AriDecision
+from elemta_smtp.acme.ariwatch import AriSource, AriStep
+from elemta_smtp.acme.danewatch import DaneStep, DaneWatch
+from elemta_smtp.acme.keywatch import KeyStep
+from elemta_smtp.acme.notices import DEFAULT_WHAT
 from elemta_smtp.acme.notifier import Claims, NoticeMailer, Notifier
 from elemta_smtp.acme.renewal import (
     CertFacts,
+    RenewalDecision,
     cap_sentence,
     decide_renewal,
     format_span,
@@ -45,10 +56,10 @@ from elemta_smtp.acme.runner import (
     Cancellable,
     Clock,
     RunResult,
-    cert_name,
     certonly_command,
     renew_command,
 )
+from elemta_smtp.acme.slots import KEY_WORDS, Slot, primary
 from elemta_smtp.cache.layout import state_path
 from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
 from elemta_smtp.cache.state import Event
@@ -106,19 +117,30 @@ class CertManager(Service):
                  runner: Runner, mailer: NoticeMailer, *,
                  reload: Callable[[], object] | None = None,
                  python: str | None = None, user: User | None = None,
+                 slot: Slot | None = None, ari: AriSource | None = None,
+                 dane: DaneWatch | None = None,
                  coordinator: Coordinator | None = None, claims: Claims | None = None,
                  metrics: Metrics | None = None) -> None:
         self.config = config
+        self.slot = slot if slot is not None else primary(config)
+        if self.slot.variant:  # a service name is unique among its parent's services
+            self.name = f"certificate-manager-{self.slot.variant}"
         self._served = served
         self._clock = clock
         self._runner = runner
         self._mailer = mailer
         self._reload = reload
         self._python = python
-        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir), mailer, claims,
-                                 metrics)
+        what = f"{KEY_WORDS[self.slot.key_type]} {DEFAULT_WHAT}" if self.slot.variant \
+            else DEFAULT_WHAT
+        self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir, self.slot.variant),
+                                 mailer, claims, metrics, what)
         self._coordinator = coordinator
         self._wait: float | None = None  # the lock was refused: look again after this
+        self._ari = AriStep(config, self.slot, ari)
+        self._dane = DaneStep(config, self.slot, dane, self._notices)
+        self._keys = KeyStep(config, self.slot, self._notices)
+        self._wake: float | None = None  # clock seconds: check again then (an ARI moment)
         self._metrics = metrics
         if metrics is not None:  # the series exist from the start (0: renewal not failing)
             domain = config.tls.letsencrypt.domain
@@ -148,6 +170,7 @@ class CertManager(Service):
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._notices.load()
+        self._ari.load()
         current = self._current()
         if current is not None and self.config.tls.renewal.auto_renew:
             self._renewal_blocked(current)  # said at start, not first at renewal time
@@ -255,11 +278,15 @@ class CertManager(Service):
                     next_delay = min(interval, max(wait, 1.0))
             elif self.config.tls.renewal.auto_renew:
                 await self._maybe_renew(current)
+            await self._dane.check(self._current(), self.now())
             await self._notify()
         finally:
             refused, self._wait = self._wait, None
             if refused is not None:
                 next_delay = min(interval, refused)
+            wake, self._wake = self._wake, None
+            if wake is not None:
+                next_delay = min(next_delay, max(wake - self._clock.seconds(), 1.0))
             self._schedule(next_delay)
 
     def _run(self, argv: list[str]) -> Deferred[RunResult]:
@@ -312,8 +339,13 @@ class CertManager(Service):
         kwargs: dict[str, Any] = {"force": self._force_next_acquire}
         if self._python:
             kwargs["python"] = self._python
+        if self._keys.rollover_first(self.now()):
+            self._acquire.not_before = self._clock.seconds() + \
+                self.config.tls.renewal.check_interval
+            return
         try:
-            argv = certonly_command(self.config, **kwargs)
+            argv = certonly_command(self.config, lineage_name=self.slot.cert_name,
+                                    key_type=self.slot.key_type, **kwargs)
         except ValueError as exc:
             delay = self._acquire.failed(self._clock.seconds())
             self._count_failure("acquisition")
@@ -327,8 +359,8 @@ class CertManager(Service):
             if current is not None:
                 self._acquire.reset()
                 self._force_next_acquire = False
-                log.info("certificate for {domain} obtained: serial {serial}, valid until "
-                         "{not_after}", domain=le.domain, serial=current.serial,
+                log.info("{what} for {domain} obtained: serial {serial}, valid until "
+                         "{not_after}", what=self.slot.what, domain=le.domain, serial=current.serial,
                          not_after=current.not_after.isoformat())
                 self._notices.add(Event(
                     id=f"issued:{current.serial}", kind="issued", at=self.now(),
@@ -346,8 +378,8 @@ class CertManager(Service):
             self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
                 kind="acquire-failed", at=self.now(), names=le.names, reason=reason))
-        log.error("could not obtain a certificate for {domain}: {reason}; still serving {served}; "
-                  "retrying in {delay} (certbot's log: {logs})",
+        log.error("could not obtain a {what} for {domain}: {reason}; still serving {served}; "
+                  "retrying in {delay} (certbot's log: {logs})", what=self.slot.what,
                   domain=le.domain, reason=_one_line(reason), served=self._describe_served(),
                   delay=format_span(timedelta(seconds=delay)),
                   logs=str(le.cache_dir / "certbot" / "logs" / "letsencrypt.log"))
@@ -360,7 +392,11 @@ class CertManager(Service):
             self._capped_logged.add(current.serial)
             sentence = cap_sentence(renewal.renewal_days, current.lifetime)
             log.info("{sentence}", sentence=sentence)
-        if not decision.due or self._clock.seconds() < self._renew.not_before:
+        by_ca = await self._ari.decide(current, now)
+        if by_ca.moment is not None and not by_ca.due:
+            self._wake = self._clock.seconds() + (by_ca.moment - now).total_seconds()
+        key_args = self._keys.args(current, now)
+        if not (decision.due or by_ca.due) or self._clock.seconds() < self._renew.not_before:
             return
         lineage = self._lineage(current)
         if self._renewal_blocked(current, lineage):
@@ -371,27 +407,36 @@ class CertManager(Service):
         try:
             after = self._current()  # another node may have renewed it meanwhile
             if after is not None and after.serial == current.serial:
-                await self._renew_now(current, lineage, decision.remaining, decision.window)
+                await self._renew_now(current, lineage, decision, by_ca, key_args)
         finally:
             await self._release(permit)
 
-    async def _renew_now(self, current: CertFacts, lineage: Lineage, remaining: timedelta,
-                         window: timedelta) -> None:
+    async def _renew_now(self, current: CertFacts, lineage: Lineage, decision: RenewalDecision,
+                         by_ca: AriDecision, key_args: list[str]) -> None:
         renewal = self.config.tls.renewal
         now = self.now()
         domain = self.config.tls.letsencrypt.domain
-        log.info("renewing the certificate for {domain} (serial {serial}): {left} left, renewal "
-                 "window {window}", domain=domain, serial=current.serial,
-                 left=format_span(remaining), window=format_span(window))
+        if by_ca.due and not decision.due and by_ca.window is not None:
+            log.info("renewing the {what} for {domain} (serial {serial}): the CA's renewal window "
+                     "(ARI) {start} .. {end} has begun ({left} left)", what=self.slot.what,
+                     domain=domain, serial=current.serial, start=by_ca.window.start.isoformat(),
+                     end=by_ca.window.end.isoformat(), left=format_span(decision.remaining))
+        else:
+            log.info("renewing the {what} for {domain} (serial {serial}): {left} left, renewal "
+                     "window {window}", what=self.slot.what, domain=domain, serial=current.serial,
+                     left=format_span(decision.remaining), window=format_span(decision.window))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
         if self._metrics is not None:
             self._metrics.renewal_attempts.labels(domain).inc()
         if self._coordinator is not None and not lineage.renewal_conf.is_file():
             # a cluster node that never obtained this certificate itself has no lineage to
             # renew: it obtains a new certificate for the domain instead
-            argv = certonly_command(self.config, force=True, **kwargs)
+            argv = certonly_command(self.config, force=True, lineage_name=self.slot.cert_name,
+                                    key_type=self.slot.key_type, **kwargs)
         else:
-            argv = renew_command(self.config, lineage, **kwargs)
+            # certbot draws its own moment in the CA's window: when ours has come, force it
+            argv = renew_command(self.config, lineage, force=by_ca.due, key_args=key_args,
+                                 **kwargs)
         result = await self._run(argv)
         if result.ok:
             self._refresh()
@@ -401,8 +446,9 @@ class CertManager(Service):
                 if self._metrics is not None:
                     self._metrics.renewal_last_success.labels(domain).set(self._clock.seconds())
                     self._metrics.renewal_failing_since.labels(domain).set(0)
-                log.info("certificate for {domain} renewed: serial {old} -> {new}, valid until "
-                         "{not_after}", domain=domain, old=current.serial, new=after.serial,
+                log.info("{what} for {domain} renewed: serial {old} -> {new}, valid until "
+                         "{not_after}", what=self.slot.what, domain=domain, old=current.serial,
+                         new=after.serial,
                          not_after=after.not_after.isoformat())
                 return
             reason = (f"certbot renew --cert-name {lineage.cert_name} --config-dir "
@@ -413,8 +459,9 @@ class CertManager(Service):
             reason = result.reason
         delay = self._renew.failed(self._clock.seconds(), at_least=renewal.check_interval)
         self._count_failure("renewal")
-        log.error("renewal of the certificate for {domain} failed: {reason}; still serving serial "
-                  "{serial} (expires {not_after}); next attempt in {delay}", domain=domain,
+        log.error("renewal of the {what} for {domain} failed: {reason}; still serving serial "
+                  "{serial} (expires {not_after}); next attempt in {delay}", what=self.slot.what,
+                  domain=domain,
                   reason=_one_line(reason), serial=current.serial,
                   not_after=current.not_after.isoformat(),
                   delay=format_span(timedelta(seconds=delay)))
@@ -454,7 +501,7 @@ class CertManager(Service):
     def _lineage(self, current: CertFacts) -> Lineage:
         """The certbot lineage the served certificate was installed from."""
         return lineage_for(self.config.tls.letsencrypt.cache_dir, current.names,
-                           cert_name(self.config))
+                           self.slot.cert_name, self.slot.variant)
 
     def _renewal_blocked(self, current: CertFacts, lineage: Lineage | None = None) -> bool:
         """Can this process not renew ``current`` (certbot's folders are another user's)?
@@ -478,6 +525,7 @@ class CertManager(Service):
         an admin (and a test) can wait for after every check and every SIGHUP."""
         facts = self._served()
         renewal = self.config.tls.renewal
+        self._dane.announce(facts, self.now())
         due = await self._notices.send_due(facts, self.now(), renewal.renewal_days,
                                            renewal.auto_renew)
         log.info("certificate check done: {served}; {due}", served=self._describe_served(),

@@ -11,6 +11,9 @@ and the recorded state.
   (whoever ran certbot: the daemon, ``elemta cert renew`` or a systemd timer).
 * Events the manager recorded in the outbox: renewal failures, first issuance, and
   the first failure of a run of failed attempts to obtain one.
+* DANE and key events, mailed once for good (``ONCE``: their id stays in ``sent``): a
+  served key no published TLSA record matches, the next key of a staged rollover (the
+  record to publish), a changed ``key_type`` that waits for a rollover.
 
 ``plan`` returns the notices and the state to save *before* mailing (it records
 the serial seen and queues the "renewed" event); ``mark_sent`` records one
@@ -27,6 +30,10 @@ from elemta_smtp.cache.state import OUTBOX_LIMIT, Event, Seen, State
 from elemta_smtp.config import NOTICE_THRESHOLDS
 
 EXPIRED = 0  # the threshold key used once a certificate has expired
+#: Event kinds mailed once for good: their id is recorded in ``sent`` when mailed, and the
+#: manager queues no event whose id is there (``already_sent``).
+ONCE = frozenset({"dane-mismatch", "dane-next-key", "key-type-change"})
+DEFAULT_WHAT = "TLS certificate"
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class Notice:
     """One mail to send (and one log line to write)."""
 
     key: str
-    kind: str  # "expiry" | "expired" | "renewed" | "renewal-failed" | "issued"
+    kind: str  # "expiry" | "expired" | "renewed" | "renewal-failed" | "issued" | ONCE ...
     subject: str
     body: str
     marks: tuple[str, ...] = ()  # expiry keys recorded as sent once mailed
@@ -125,9 +132,41 @@ def expiry_notice(cert: CertFacts, now: datetime, state: State,
                         f"{_when(cert.not_after)}, {left} from now.\n\n{facts}\n{advice}\n"))
 
 
+def already_sent(state: State, event_id: str) -> bool:
+    """Was the once-only event ``event_id`` (``ONCE``) mailed already?"""
+    return event_id in state.sent
+
+
+def _once_notice(event: Event, names: str) -> tuple[str, str]:
+    """Subject and body of the ``ONCE`` kinds; ``event.reason`` carries the details."""
+    if event.kind == "dane-mismatch":
+        return (f"DANE: no TLSA record matches the key served for {names}",
+                f"elemta serves the certificate serial {event.serial} for {names}, and DNS "
+                f"publishes TLSA records for port 25 that do not match its key:\n\n"
+                f"{event.reason}\n\nUntil a matching record is published (or the key the "
+                "records name is served again), mail servers that validate DANE (RFC 7672) do "
+                "not deliver mail here. This mail is sent once per key; `elemta cert info` "
+                "shows the PROBLEM while it lasts.\n")
+    if event.kind == "dane-next-key":
+        return (f"DANE: publish the TLSA record of the next key for {names}",
+                f"A staged TLSA rollover started for {names}. Add these records next to the "
+                f"ones published now (keep those: the current key is served until the "
+                f"rollover is finished):\n\n{event.reason}\n\nOnce DNS serves them (and "
+                "their TTL has passed), run `elemta dane rollover finish`; it refuses while "
+                "they are missing. `elemta dane status --check` shows what DNS has.\n")
+    return (f"TLS certificate for {names}: key_type changed, start a DANE rollover",
+            f"{event.reason}\n\nWith [tls.dane] enabled elemta never changes the key on its own "
+            "(the published TLSA records would stop matching): run `elemta dane rollover "
+            "start`, publish the record it prints, then `elemta dane rollover finish`.\n")
+
+
 def event_notice(event: Event) -> Notice:
     """The mail for an outbox event."""
     names = ", ".join(event.names) or "the configured domain"
+    if event.kind in ONCE:
+        subject, body = _once_notice(event, names)
+        return Notice(key=event.id, kind=event.kind, subject=subject, body=body,
+                      marks=(event.id,), event_id=event.id)
     if event.kind == "renewed":
         subject = f"TLS certificate for {names} renewed"
         body = (f"elemta now serves a renewed certificate for {names}.\n\n"
@@ -168,9 +207,18 @@ def add_event(state: State, event: Event) -> State:
     return replace(state, outbox=(*state.outbox, event))
 
 
+def relabel(notice: Notice, what: str) -> Notice:
+    """The notice about another certificate of the same names ("RSA TLS certificate")."""
+    if what == DEFAULT_WHAT:
+        return notice
+    return replace(notice, subject=notice.subject.replace(DEFAULT_WHAT, what),
+                   body=notice.body.replace(DEFAULT_WHAT, what))
+
+
 def plan(cert: CertFacts | None, now: datetime, state: State, renewal_days: int,
-         auto_renew: bool = True) -> Plan:
-    """Everything due now: outbox events first (oldest first), then the expiry notice."""
+         auto_renew: bool = True, *, what: str = DEFAULT_WHAT) -> Plan:
+    """Everything due now: outbox events first (oldest first), then the expiry notice;
+    ``what`` names the certificate in the mails (another one than live/<domain>.pem)."""
     state = observe(cert, state)
     dropped: tuple[Event, ...] = ()
     if len(state.outbox) > OUTBOX_LIMIT:
@@ -181,7 +229,7 @@ def plan(cert: CertFacts | None, now: datetime, state: State, renewal_days: int,
         expiry = expiry_notice(cert, now, state, renewal_days, auto_renew)
         if expiry is not None:
             notices.append(expiry)
-    return Plan(state=state, notices=tuple(notices), dropped=dropped)
+    return Plan(state=state, notices=tuple(relabel(n, what) for n in notices), dropped=dropped)
 
 
 def mark_sent(state: State, notice: Notice) -> State:

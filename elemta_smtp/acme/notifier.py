@@ -6,6 +6,7 @@ mailed by one node, not by every node."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 log = Logger(namespace="elemta.acme")
 
 #: Notices that mean something needs doing; logged as warnings.
-URGENT = frozenset({"expiry", "expired", "renewal-failed", "acquire-failed"})
+URGENT = frozenset({"expiry", "expired", "renewal-failed", "acquire-failed", "dane-mismatch",
+                    "dane-next-key", "key-type-change"})
 
 
 class NoticeMailer(Protocol):
@@ -46,11 +48,13 @@ class Notifier:
     """The notice state (``state.json``) and the mailing of what is due."""
 
     def __init__(self, state_file: Path, mailer: NoticeMailer,
-                 claims: Claims | None = None, metrics: Metrics | None = None) -> None:
+                 claims: Claims | None = None, metrics: Metrics | None = None,
+                 what: str = notices.DEFAULT_WHAT) -> None:
         self._state_file = state_file
         self._mailer = mailer
         self._claims = claims
         self._metrics = metrics
+        self._what = what
         self.state = State()
 
     def load(self) -> None:
@@ -59,6 +63,21 @@ class Notifier:
     def add(self, event: Event) -> None:
         """Queue an event (issued, renewal failed ...) for the next ``send_due``."""
         self.state = notices.add_event(self.state, event)
+
+    def add_once(self, event: Event) -> bool:
+        """Queue a once-only event (``notices.ONCE``) unless it was mailed already; True when
+        it is new."""
+        if notices.already_sent(self.state, event.id) or \
+                any(e.id == event.id for e in self.state.outbox):
+            return False
+        self.add(event)
+        return True
+
+    def forget(self, event_id: str) -> None:
+        """Let the once-only event ``event_id`` be mailed again (what it warned about is over)."""
+        if event_id in self.state.sent:
+            self.state = replace(self.state, sent=self.state.sent - {event_id})
+            self._save()
 
     def _save(self) -> bool:
         try:
@@ -72,7 +91,7 @@ class Notifier:
     async def send_due(self, facts: CertFacts | None, now: datetime, renewal_days: int,
                        auto_renew: bool) -> int:
         """Mail every notice due for ``facts`` at ``now``; returns how many were due."""
-        planned = notices.plan(facts, now, self.state, renewal_days, auto_renew)
+        planned = notices.plan(facts, now, self.state, renewal_days, auto_renew, what=self._what)
         for event in planned.dropped:
             log.error("too many unsent notices: dropping {id} ({kind}) without mailing it",
                       id=event.id, kind=event.kind)

@@ -32,6 +32,9 @@ class CertFacts:
     not_after: datetime  # timezone-aware
     names: tuple[str, ...]
     is_bootstrap: bool = False  # the self-signed stand-in served before a real one exists
+    key_type: str = ""  # "ecdsa" | "rsa" ("" unknown)
+    tlsa: str = ""  # the TLSA 3 1 1 value of its key, "3 1 1 <sha256 hex>"
+    ari_id: str = ""  # its ACME Renewal Information identifier (ari.cert_id; "" none)
 
     @property
     def lifetime(self) -> timedelta:

@@ -267,18 +267,27 @@ def _base(lineage: Lineage, python: str) -> list[str]:
 
 
 def certonly_command(config: Config, python: str = sys.executable,
-                     dry_run: bool = False, force: bool = False) -> list[str]:
+                     dry_run: bool = False, force: bool = False, *,
+                     lineage_name: str | None = None, key_type: str | None = None,
+                     install: bool = True) -> list[str]:
     """``certbot certonly`` with the elemta authenticator and installer, into elemta's
     own certbot folders, for every name of ``[tls.letsencrypt] names`` (one lineage named
     after the domain; a changed name set replaces its certificate). The challenge type
-    follows [tls.letsencrypt] challenge through the plugin, which reads elemta.toml."""
+    follows [tls.letsencrypt] challenge through the plugin, which reads elemta.toml.
+    ``lineage_name`` and ``key_type`` name another lineage and key type (the RSA certificate
+    of key_type = "ecdsa+rsa"); with [tls.dane] enabled the lineage keeps its key at every
+    renewal (``--reuse-key``, stored in its renewal configuration); ``install=False`` leaves
+    the installer out (a certificate that must not be served yet)."""
     le = config.tls.letsencrypt
-    lineage = own_lineage(le.cache_dir, cert_name(config))
-    command = [*_base(lineage, python), "certonly", "-a", "elemta", "-i", "elemta",
+    lineage = own_lineage(le.cache_dir, lineage_name or cert_name(config))
+    command = [*_base(lineage, python), "certonly", "-a", "elemta",
+               *(["-i", "elemta"] if install else []),
                "--elemta-config", str(_config_path(config)),
                *(arg for name in le.names for arg in ("-d", name)),
                "--cert-name", lineage.cert_name, "--server", le.acme_directory,
-               "-m", le.email, "--agree-tos", "--key-type", le.key_type]
+               "-m", le.email, "--agree-tos", "--key-type", key_type or le.key_types[0]]
+    if config.tls.dane.enabled:
+        command.append("--reuse-key")
     if dry_run:
         command.append("--dry-run")
     if force:
@@ -289,15 +298,31 @@ def certonly_command(config: Config, python: str = sys.executable,
 
 
 def renew_command(config: Config, lineage: Lineage, python: str = sys.executable,
-                  force: bool = False) -> list[str]:
+                  force: bool = False, key_args: Sequence[str] = ()) -> list[str]:
     """``certbot renew`` for ``lineage`` only, in the folders it lives in, installed by the
-    elemta installer with this elemta.toml (whatever its renewal configuration says)."""
+    elemta installer with this elemta.toml (whatever its renewal configuration says). With
+    [tls.dane] enabled the key is kept (``--reuse-key``: the published TLSA record stays
+    true; certbot stores it, so its own timer keeps the key too); ``key_args`` are
+    ``key_change_args``'s."""
     command = [*_base(lineage, python), "renew", "--cert-name", lineage.cert_name,
                "--no-random-sleep-on-renew", "--installer", "elemta",
                "--elemta-config", str(_config_path(config))]
+    if config.tls.dane.enabled:
+        command.append("--reuse-key")
     if force:
         command.append("--force-renewal")
+    command += key_args
     return command
+
+
+def key_change_args(configured: str, served: str, dane: bool) -> list[str]:
+    """What a renewal must add to move from a ``served`` key of one type ("ecdsa", "rsa") to
+    the ``configured`` one: a new key of that type; nothing while they agree (or the served
+    type is unknown), and nothing with DANE, where the key changes only through a staged
+    rollover (``elemta dane rollover``)."""
+    if not served or served == configured or dane:
+        return []
+    return ["--key-type", configured, "--new-key"]
 
 
 def _config_path(config: Config) -> Path:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elemta_smtp.cache.atomic import atomic_write
-from elemta_smtp.cache.layout import certbot_folders, ensure_layout, lineage_dir
+from elemta_smtp.cache.layout import VARIANTS, certbot_folders, ensure_layout, lineage_dir
 from elemta_smtp.certs.names import is_dns_name, normalize
 from elemta_smtp.config import Config
 from elemta_smtp.errors import CacheError
@@ -62,12 +62,13 @@ def own_lineage(cache_dir: Path, cert_name: str) -> Lineage:
     return Lineage(cert_name, config_dir, work_dir, logs_dir, recorded=False)
 
 
-def record_path(cache_dir: Path, name: str) -> Path:
-    """``<cache_dir>/certbot/lineages/<name>.json``; ``name`` must be a DNS name."""
+def record_path(cache_dir: Path, name: str, variant: str = "") -> Path:
+    """``<cache_dir>/certbot/lineages/<name>.json`` (``<name>.<variant>.json`` for the record
+    of ``live/<name>.<variant>.pem``); ``name`` must be a DNS name."""
     clean = normalize(name)
-    if not is_dns_name(clean):
+    if not is_dns_name(clean) or (variant and variant not in VARIANTS):
         raise LineageError(f"{name!r} is not a DNS name")
-    return lineage_dir(cache_dir) / f"{clean}.json"
+    return lineage_dir(cache_dir) / (f"{clean}.{variant}.json" if variant else f"{clean}.json")
 
 
 def encode(lineage: Lineage) -> bytes:
@@ -91,37 +92,40 @@ def decode(data: bytes) -> Lineage | None:
     return Lineage(raw["cert_name"], folders[0], folders[1], folders[2])
 
 
-def read_record(cache_dir: Path, name: str) -> Lineage | None:
-    """The recorded lineage of ``live/<name>.pem``; None when there is no (valid) record."""
+def read_record(cache_dir: Path, name: str, variant: str = "") -> Lineage | None:
+    """The recorded lineage of ``live/<name>.pem`` (``live/<name>.<variant>.pem``); None when
+    there is no (valid) record."""
     try:
-        return decode(record_path(cache_dir, name).read_bytes())
+        return decode(record_path(cache_dir, name, variant).read_bytes())
     except (OSError, LineageError):
         return None
 
 
-def lineage_for(cache_dir: Path, names: Iterable[str], default_cert_name: str) -> Lineage:
+def lineage_for(cache_dir: Path, names: Iterable[str], default_cert_name: str,
+                variant: str = "") -> Lineage:
     """The recorded lineage of the first of ``names`` that has one, else elemta's own
-    lineage ``default_cert_name``."""
+    lineage ``default_cert_name`` (for ``live/<name>.<variant>.pem`` with a variant)."""
     for name in names:
-        found = read_record(cache_dir, name)
+        found = read_record(cache_dir, name, variant)
         if found is not None:
             return found
     return own_lineage(cache_dir, default_cert_name)
 
 
-def write_record(cache_dir: Path, name: str, lineage: Lineage) -> Path:
-    """Record where ``live/<name>.pem`` came from (atomically, 0600; the folder takes the
-    cache directory's owner when written as root, so the daemon can read it)."""
-    path = record_path(cache_dir, name)
+def write_record(cache_dir: Path, name: str, lineage: Lineage, variant: str = "") -> Path:
+    """Record where ``live/<name>.pem`` (``live/<name>.<variant>.pem``) came from (atomically,
+    0600; the folder takes the cache directory's owner when written as root, so the daemon
+    can read it)."""
+    path = record_path(cache_dir, name, variant)
     ensure_layout(cache_dir)
     atomic_write(path, encode(lineage))
     return path
 
 
-def forget_record(cache_dir: Path, name: str) -> None:
+def forget_record(cache_dir: Path, name: str, variant: str = "") -> None:
     """Remove the record of ``live/<name>.pem`` (a certificate installed from plain files)."""
     with contextlib.suppress(OSError, LineageError):
-        record_path(cache_dir, name).unlink()
+        record_path(cache_dir, name, variant).unlink()
 
 
 # --- can this user renew it? ----------------------------------------------------------

@@ -9,9 +9,21 @@ from datetime import datetime
 from pathlib import Path
 
 from elemta_smtp.cache.atomic import atomic_write
-from elemta_smtp.cache.layout import bootstrap_path, certificate_path, ensure_layout, live_dir
-from elemta_smtp.certs.bundle import CertificateBundle, dns_names, parse_bundle, serial_hex
-from elemta_smtp.certs.names import is_dns_name
+from elemta_smtp.cache.layout import (
+    bootstrap_path,
+    certificate_path,
+    ensure_layout,
+    live_dir,
+    live_name,
+)
+from elemta_smtp.certs.bundle import (
+    CertificateBundle,
+    dns_names,
+    key_kind,
+    parse_bundle,
+    serial_hex,
+    spki_sha256,
+)
 from elemta_smtp.certs.validate import check_bundle, check_structure
 from elemta_smtp.errors import CacheError, InvalidCertificate
 
@@ -21,22 +33,24 @@ def _join_pem(*parts: bytes) -> bytes:
 
 
 def check_certificate(cache_dir: Path, name: str, key_pem: bytes,
-                      fullchain_pem: bytes) -> tuple[Path, bytes]:
+                      fullchain_pem: bytes, variant: str = "") -> tuple[Path, bytes]:
     """Where ``write_certificate`` would install this key and full chain, and the bytes it
     would write; ``InvalidName`` or ``InvalidCertificate`` when it would refuse them."""
-    path = certificate_path(cache_dir, name)
+    path = certificate_path(cache_dir, name, variant)
     data = _join_pem(key_pem, fullchain_pem)
     check_structure(parse_bundle(data, path))
     return path, data
 
 
-def write_certificate(cache_dir: Path, name: str, key_pem: bytes, fullchain_pem: bytes) -> Path:
-    """Validate, then atomically install ``live/<name>.pem`` (key + leaf + chain, 0600).
+def write_certificate(cache_dir: Path, name: str, key_pem: bytes, fullchain_pem: bytes,
+                      variant: str = "") -> Path:
+    """Validate, then atomically install ``live/<name>.pem`` (key + leaf + chain, 0600;
+    ``live/<name>.<variant>.pem`` for the second certificate of a name).
 
     The key must match the leaf and the chain must be in order and complete, else
     ``InvalidCertificate`` and nothing is written.
     """
-    path, data = check_certificate(cache_dir, name, key_pem, fullchain_pem)
+    path, data = check_certificate(cache_dir, name, key_pem, fullchain_pem, variant)
     ensure_layout(cache_dir)
     atomic_write(path, data)
     return path
@@ -97,13 +111,16 @@ class Installed:
     names: tuple[str, ...]
     serial: str  # lower-case hex
     not_after: datetime
+    key_type: str = ""  # "ecdsa" | "rsa"
+    spki_sha256: str = ""  # of its public key, as in its TLSA 3 1 1 record
 
 
 def read_installed(path: Path) -> Installed:
     """The names, serial and expiry of the certificate in ``path`` (``live/<name>.pem``).
     Raises ``InvalidCertificate`` like ``read_bundle``."""
     leaf = read_bundle(path).leaf
-    return Installed(path, dns_names(leaf), serial_hex(leaf), leaf.not_valid_after_utc)
+    return Installed(path, dns_names(leaf), serial_hex(leaf), leaf.not_valid_after_utc,
+                     key_kind(leaf.public_key()), spki_sha256(leaf))
 
 
 def read_bytes(path: Path, key_path: Path | None = None) -> bytes:
@@ -125,8 +142,25 @@ def _read(path: Path, report_as: Path | None = None) -> bytes:
                                                     "make it readable by the user running elemta") from None
 
 
+def variant_for(key_types: tuple[str, ...], key_pem: bytes) -> str:
+    """Which live/ file of a name a certificate with this key goes to, for the configured
+    key types (``[tls.letsencrypt] key_type``): "" (``live/<name>.pem``) or, for the RSA
+    certificate of ``key_type = "ecdsa+rsa"``, "rsa" (``live/<name>.rsa.pem``)."""
+    if len(key_types) < 2:
+        return ""
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # noqa: PLC0415
+
+    try:
+        key = load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return ""  # check_certificate says what is wrong with it
+    return "rsa" if isinstance(key, rsa.RSAPrivateKey) else ""
+
+
 def list_live(cache_dir: Path) -> list[Path]:
-    """The certificate files in live/ (``<dns-name>.pem``), sorted; temp files are skipped."""
+    """The certificate files in live/ (``<dns-name>.pem``, ``<dns-name>.rsa.pem``), sorted;
+    temp files are skipped."""
     try:
         entries = list(live_dir(cache_dir).iterdir())
     except FileNotFoundError:
@@ -134,4 +168,4 @@ def list_live(cache_dir: Path) -> list[Path]:
     except OSError as exc:
         raise CacheError(f"cannot list {live_dir(cache_dir)}: {exc.strerror}") from None
     return sorted(p for p in entries
-                  if p.suffix == ".pem" and is_dns_name(p.name[:-4]) and p.is_file())
+                  if live_name(p.name) is not None and p.is_file())

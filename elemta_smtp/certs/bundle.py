@@ -133,6 +133,16 @@ def key_description(key: object) -> str:
     return type(key).__name__
 
 
+def key_kind(key: object) -> str:
+    """"ecdsa" or "rsa" (the words of ``[tls.letsencrypt] key_type``) for a public or private
+    key; "" for another kind."""
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        return "ecdsa"
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "rsa"
+    return ""
+
+
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """SHA-256 of the certificate DER, as colon-separated upper-case hex."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()

@@ -49,6 +49,9 @@ def render_text(infos: Sequence[CertInfo], problems: Sequence[str] | None = None
                 ("sha256", d.sha256_fingerprint),
             ]
             rows += [("DANE TLSA", record) for record in d.tlsa]
+        if info.served_with is not None:
+            rows.append(("served with", f"{info.served_with}: each client gets the certificate "
+                                        "its signature algorithms allow"))
         if info.shadowed:
             owners = sorted({str(o.source) for o in infos if o is not info and o.served
                              and o.details is not None and info.details is not None
@@ -143,6 +146,12 @@ def cert_info_main(config: Config, as_json: bool, out: TextIO) -> int:
     missing, extra = name_report(config, infos)
     problems += missing
     warnings += extra
+    if config.tls.dane.check_dns:
+        from elemta_smtp.acme import danecheck  # noqa: PLC0415  (dnspython only when checking)
+
+        dane_problems, dane_warnings = danecheck.report(config, infos)
+        problems += dane_problems
+        warnings += dane_warnings
     out.write(render_json(infos, problems, warnings) if as_json
               else render_text(infos, problems, warnings))
     return 1 if problems else 0

@@ -16,7 +16,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-def _notes(config: Config, tlsa: dict[str, str]) -> list[str]:
+def _notes(config: Config, tlsa: dict[str, tuple[str, ...]]) -> list[str]:
     """What the output leaves out, and why."""
     hosts = [m for m in config.mta_sts.mx if not m.startswith("*.")]
     notes = []
@@ -32,7 +32,20 @@ def _notes(config: Config, tlsa: dict[str, str]) -> list[str]:
 def records_for(config: Config) -> tuple[list[Record], list[str]]:
     """The records ``config`` needs now, and notes on what is left out."""
     tlsa = tlsa_digests(certificate_report(config, datetime.now(timezone.utc)))
-    return needed_records(config, tlsa), _notes(config, tlsa)
+    return needed_records(config, tlsa, next_keys(config)), _notes(config, tlsa)
+
+
+def next_keys(config: Config) -> dict[str, tuple[str, ...]]:
+    """For each MX name: the SHA-256 of each next key of a staged rollover under way."""
+    from elemta_smtp.acme.danekeys import slot_keys  # noqa: PLC0415
+    from elemta_smtp.acme.slots import slots  # noqa: PLC0415
+
+    found: dict[str, tuple[str, ...]] = {}
+    for keys in (slot_keys(config, s) for s in slots(config)):
+        if keys.next:
+            for host in keys.hosts:
+                found[host] = (*found.get(host, ()), keys.next.split()[-1])
+    return found
 
 
 def check(records: Sequence[Record], resolver: str | None, out: TextIO) -> int:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cryptography import x509
 from OpenSSL import SSL
 from OpenSSL._util import exception_from_error_queue
 from OpenSSL._util import lib as _lib
@@ -26,13 +27,16 @@ from elemta_smtp.certs.bundle import (
     CertificateBundle,
     dns_names,
     key_description,
+    key_kind,
     parse_bundle,
     serial_hex,
+    spki_sha256,
 )
 from elemta_smtp.certs.names import Candidate, NameTable, build_table
 from elemta_smtp.config import Config
 from elemta_smtp.errors import CacheError, InvalidCertificate
 from elemta_smtp.tls.bootstrap import ensure_bootstrap, make_self_signed
+from elemta_smtp.tls.dual import use_certificates
 from elemta_smtp.tls.sources import (
     Source,
     bootstrap_source,
@@ -80,9 +84,12 @@ def set_groups(ctx: SSL.Context, groups: bytes) -> bool:
 
 
 def build_context(bundle: CertificateBundle,
-                  on_servername: Callable[[SSL.Connection], None] | None = None) -> SSL.Context:
+                  on_servername: Callable[[SSL.Connection], None] | None = None,
+                  also: CertificateBundle | None = None) -> SSL.Context:
     """A server context for one certificate: TLS 1.2+, modern ciphers, no compression or
-    renegotiation, server cipher preference; ``on_servername`` switches contexts by SNI."""
+    renegotiation, server cipher preference; ``on_servername`` switches contexts by SNI.
+    With ``also`` (a certificate of the other key type for the same names), both are served,
+    each with its own chain: OpenSSL picks per handshake what the client can verify."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(_OPTIONS)
@@ -91,11 +98,14 @@ def build_context(bundle: CertificateBundle,
     if not set_groups(ctx, GROUPS):
         _warn_groups_unrestricted()
     ctx.set_session_id(b"elemta")
-    ctx.use_certificate(bundle.leaf)  # type: ignore[arg-type, unused-ignore]
-    ctx.use_privatekey(bundle.key)  # type: ignore[arg-type, unused-ignore]
-    for cert in bundle.chain:
-        ctx.add_extra_chain_cert(cert)  # type: ignore[arg-type, unused-ignore]
-    ctx.check_privatekey()
+    if also is not None:
+        use_certificates(ctx, (also, bundle))  # the last one loaded is OpenSSL's current one
+    else:
+        ctx.use_certificate(bundle.leaf)  # type: ignore[arg-type, unused-ignore]
+        ctx.use_privatekey(bundle.key)  # type: ignore[arg-type, unused-ignore]
+        for cert in bundle.chain:
+            ctx.add_extra_chain_cert(cert)  # type: ignore[arg-type, unused-ignore]
+        ctx.check_privatekey()
     if on_servername is not None:
         ctx.set_tlsext_servername_callback(on_servername)
     return ctx
@@ -114,6 +124,11 @@ class ServedCertificate:
     is_default: bool
     kind: str = "live"  # where it was read from: "live" (the cache), "hand" (cert_file), "bootstrap"
     key_type: str = ""  # "ecdsa-p256", "rsa-2048" ...
+    variant: str = ""  # "rsa": live/<name>.rsa.pem, served next to live/<name>.pem
+    key_kind: str = ""  # "ecdsa" | "rsa" (key_type's first word)
+    spki_sha256: str = ""  # the SHA-256 of its public key, as in TLSA 3 1 1
+    leaf: x509.Certificate | None = None  # for checks that need more than these facts
+    chain: tuple[x509.Certificate, ...] = ()
 
     @property
     def serial_hex(self) -> str:
@@ -126,6 +141,14 @@ class _Loaded:
     data: bytes
     bundle: CertificateBundle
     context: SSL.Context
+    #: the certificate of the other key type for the same name (live/<name>.rsa.pem) and the
+    #: context serving both: used instead of ``context`` while there is one
+    companion: _Loaded | None = None
+    pair: SSL.Context | None = None
+
+    @property
+    def serving(self) -> SSL.Context:
+        return self.pair if self.pair is not None else self.context
 
 
 @dataclass(frozen=True)
@@ -154,7 +177,7 @@ class ServerTLS:
             self.reload()
             snapshot = self._snapshot
             assert snapshot is not None
-        return SSL.Connection(snapshot.table.default.context, None)
+        return SSL.Connection(snapshot.table.default.serving, None)
 
     def bundle_for(self, server_name: str | None) -> CertificateBundle:
         """The certificate a handshake for ``server_name`` (SNI; None: none sent) gets now,
@@ -173,8 +196,8 @@ class ServerTLS:
         raw = connection.get_servername()
         name = raw.decode("ascii", "replace") if raw else None
         entry = snapshot.table.lookup(name)
-        if entry.context is not connection.get_context():
-            connection.set_context(entry.context)
+        if entry.serving is not connection.get_context():
+            connection.set_context(entry.serving)
 
     # --- reload ---
 
@@ -198,6 +221,9 @@ class ServerTLS:
             entry = self._load_bootstrap(previous.get(bootstrap_source(self._config).path), now)
             changed = changed or entry is not previous.get(entry.source.path)
             loaded.append(entry)
+        paired = self._pair(loaded)
+        changed = changed or any(a is not b for a, b in zip(paired, loaded, strict=True))
+        loaded = paired
         kept = {e.source.path for e in loaded}
         for path, entry in previous.items():
             if path not in kept:
@@ -205,7 +231,9 @@ class ServerTLS:
                 if entry.source.kind != "bootstrap":
                     self._log.warn("TLS certificate {path} is gone, no longer serving serial {serial}",
                                    path=str(path), serial=serial_hex(entry.bundle.leaf))
-        table = build_table((Candidate(e, e.source.own_name, dns_names(e.bundle.leaf)) for e in loaded),
+        served_with = {id(e.companion) for e in loaded if e.companion is not None}
+        table = build_table((Candidate(e, e.source.own_name, dns_names(e.bundle.leaf))
+                             for e in loaded if id(e) not in served_with),
                             preferred_names(self._config))
         assert table is not None  # loaded is never empty
         self._snapshot = _Snapshot(tuple(loaded), table)  # the one atomic swap
@@ -213,6 +241,36 @@ class ServerTLS:
             changed = True
             self._announce_default(table.default)
         return changed
+
+    def _pair(self, loaded: list[_Loaded]) -> list[_Loaded]:
+        """Give each live/<name>.pem whose live/<name>.rsa.pem loaded too one context serving
+        both (kept from the last reload when neither changed); a certificate whose partner
+        is gone or was rejected is served alone."""
+        companions = {e.source.own_name: e for e in loaded if e.source.variant}
+        result: list[_Loaded] = []
+        for entry in loaded:
+            partner = None if entry.source.variant else companions.get(entry.source.own_name)
+            if partner is entry.companion:
+                result.append(entry)
+                continue
+            if partner is None:
+                result.append(replace(entry, companion=None, pair=None))
+                continue
+            try:
+                pair = build_context(entry.bundle, self._on_servername, also=partner.bundle)
+            except SSL.Error as exc:
+                self._log.error("TLS certificates {path} and {other} cannot be served together, "
+                                "serving {path} alone: OpenSSL refused them: {reason}",
+                                path=str(entry.source.path), other=str(partner.source.path),
+                                reason=str(exc))
+                result.append(replace(entry, companion=None, pair=None))
+                continue
+            self._log.info("TLS certificates {path} ({key}) and {other} ({other_key}) are served "
+                           "together: each client gets the one its signature algorithms allow",
+                           path=str(entry.source.path), key=key_kind(entry.bundle.key),
+                           other=str(partner.source.path), other_key=key_kind(partner.bundle.key))
+            result.append(replace(entry, companion=partner, pair=pair))
+        return result
 
     def _load(self, source: Source, prev: _Loaded | None, now: datetime) -> _Loaded | None:
         try:
@@ -302,7 +360,10 @@ class ServerTLS:
                                   not_after=e.bundle.leaf.not_valid_after_utc, source=e.source.path,
                                   is_bootstrap=e.source.kind == "bootstrap",
                                   is_default=e is snapshot.table.default, kind=e.source.kind,
-                                  key_type=key_label(e.bundle.key))
+                                  key_type=key_label(e.bundle.key),
+                                  variant=e.source.variant, key_kind=key_kind(e.bundle.key),
+                                  spki_sha256=spki_sha256(e.bundle.leaf), leaf=e.bundle.leaf,
+                                  chain=tuple(e.bundle.chain))
                 for e in snapshot.loaded]
 
 

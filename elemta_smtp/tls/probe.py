@@ -46,10 +46,17 @@ def probe_target(config: Config) -> tuple[Address, str] | None:
     return None
 
 
+#: TLS 1.2 suites that only a certificate of one key type can serve: a probe offering only
+#: these sees the daemon's certificate of that type (key_type = "ecdsa+rsa" serves both).
+SUITES_FOR = {"rsa": "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384",
+              "ecdsa": "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"}
+
+
 def probe_daemon_serial(config: Config, server_name: str | None = None,
-                        timeout: float = 5.0) -> ProbeResult | None:
+                        timeout: float = 5.0, key_type: str = "") -> ProbeResult | None:
     """If the daemon in ``[server] pid_file`` is alive, handshake with it and read the served
-    serial (sending ``server_name`` as SNI). None when no daemon runs or TLS is off."""
+    serial (sending ``server_name`` as SNI; with ``key_type``, as a TLS 1.2 client that can
+    only verify a certificate with that kind of key). None when no daemon runs or TLS is off."""
     pid = live_pid(config.server.pid_file)
     target = probe_target(config)
     if pid is None or target is None:
@@ -58,19 +65,24 @@ def probe_daemon_serial(config: Config, server_name: str | None = None,
     host = address.connect_host
     where = f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
     try:
-        serial = _handshake(host, address.port, mode == "STARTTLS", server_name, timeout)
+        serial = _handshake(host, address.port, mode == "STARTTLS", server_name, timeout,
+                            key_type=key_type)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         return ProbeResult(pid, where, mode, server_name, None, f"cannot read the served certificate: {exc}")
     return ProbeResult(pid, where, mode, server_name, serial)
 
 
-def _handshake(host: str, port: int, starttls: bool, server_name: str | None, timeout: float) -> int:
+def _handshake(host: str, port: int, starttls: bool, server_name: str | None, timeout: float,
+               *, key_type: str = "") -> int:
     import socket  # noqa: PLC0415  (see the module docstring)
     import ssl  # noqa: PLC0415
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    if key_type in SUITES_FOR:
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(SUITES_FOR[key_type])
     with socket.create_connection((host, port), timeout=timeout) as raw:
         if starttls:
             _starttls(raw)

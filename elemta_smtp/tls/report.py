@@ -15,6 +15,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from elemta_smtp.cache.layout import live_name
 from elemta_smtp.certs.bundle import (
     CertificateBundle,
     common_name,
@@ -74,6 +75,9 @@ class CertInfo:
     #: the SNI names that select this certificate (a served one that has none and is not
     #: the default is never presented: an earlier source answers all its names)
     sni_names: tuple[str, ...] = ()
+    #: live/<name>.rsa.pem served together with live/<name>.pem (key_type = "ecdsa+rsa"):
+    #: the other file; each client gets the certificate its signature algorithms allow
+    served_with: Path | None = None
 
     @property
     def shadowed(self) -> bool:
@@ -106,17 +110,31 @@ def tlsa_records(cert: x509.Certificate, presented: Iterable[str] | None = None)
                  if not n.startswith("*") and (wanted is None or n in wanted))
 
 
-def tlsa_digests(infos: Sequence[CertInfo]) -> dict[str, str]:
-    """For each name a real (not bootstrap) certificate is presented for: the SHA-256 of its
-    public key, as in its TLSA records (``elemta dns records``)."""
-    found: dict[str, str] = {}
+def tlsa_digests(infos: Sequence[CertInfo]) -> dict[str, tuple[str, ...]]:
+    """For each name a real (not bootstrap) certificate is presented for: the SHA-256 of the
+    public key of each certificate presented for it (two with key_type = "ecdsa+rsa"), as in
+    their TLSA records (``elemta dns records``)."""
+    found: dict[str, tuple[str, ...]] = {}
     for info in infos:
         if info.details is None or info.is_bootstrap:
             continue
         for record in info.details.tlsa:
             owner, *_, digest = record.split()
-            found[owner.removeprefix("_25._tcp.").rstrip(".")] = digest
+            name = owner.removeprefix("_25._tcp.").rstrip(".")
+            if digest not in found.get(name, ()):
+                found[name] = (*found.get(name, ()), digest)
     return found
+
+
+def _variant(info: CertInfo) -> str:
+    parsed = live_name(info.source.name) if info.kind == "live" else None
+    return parsed[1] if parsed else ""
+
+
+def key_type_of(info: CertInfo) -> str:
+    """"ecdsa" or "rsa" from the key description ("ECDSA P-256", "RSA 2048"); "" unknown."""
+    word = info.details.key.split()[0].lower() if info.details and info.details.key else ""
+    return word if word in ("ecdsa", "rsa") else ""
 
 
 def describe(bundle: CertificateBundle, now: datetime) -> Details:
@@ -157,7 +175,13 @@ def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
         if boot.path.exists():
             inspected.append(_inspect(boot, now))
     served = [(info, b) for info, b in inspected if b is not None]
-    table = build_table((Candidate(info.source, _own_name(info), dns_names(b.leaf)) for info, b in served),
+    # live/<name>.rsa.pem is served with live/<name>.pem when both are servable (ServerTLS)
+    firsts = {_own_name(info): info.source for info, _ in served
+              if info.kind == "live" and not _variant(info)}
+    partner = {info.source: firsts[_own_name(info)] for info, _ in served
+               if _variant(info) and _own_name(info) in firsts}
+    table = build_table((Candidate(info.source, _own_name(info), dns_names(b.leaf))
+                         for info, b in served if info.source not in partner),
                         preferred_names(config))
     if table is None:
         return [info for info, _ in inspected]
@@ -166,19 +190,25 @@ def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
         answers.setdefault(source, []).append(name)
     for rest, source in table.wildcard.items():
         answers.setdefault(source, []).append(f"*.{rest}")
+    with_first = {first: second for second, first in partner.items()}
     result = []
     for info, bundle in inspected:
-        names = tuple(answers.get(info.source, ())) if info.served else ()
+        own = partner.get(info.source, info.source)
+        names = tuple(answers.get(own, ())) if info.served else ()
         details = info.details
         if details is not None and bundle is not None:
             details = replace(details, tlsa=tlsa_records(bundle.leaf, names))
         result.append(replace(info, is_default=info.source == table.default, sni_names=names,
-                              details=details))
+                              details=details,
+                              served_with=partner.get(info.source, with_first.get(info.source))))
     return result
 
 
 def _own_name(info: CertInfo) -> str | None:
-    return info.source.name[: -len(".pem")] if info.kind == "live" else None
+    if info.kind != "live":
+        return None
+    parsed = live_name(info.source.name)
+    return parsed[0] if parsed else info.source.name[: -len(".pem")]
 
 
 def nothing_served(config: Config, infos: Sequence[CertInfo], cache_exists: bool) -> str:
@@ -265,7 +295,9 @@ def with_probes(config: Config, infos: Sequence[CertInfo]) -> list[CertInfo]:
         wanted = (info.served and info.details is not None and not info.shadowed) or (
             not info.served and info.kind == "live")
         if wanted and not failed:
-            probe = probe_daemon_serial(config, probe_name(info))
+            # of a pair served together, each is seen only by a client that takes its key type
+            key_type = key_type_of(info) if info.served_with is not None else ""
+            probe = probe_daemon_serial(config, probe_name(info), key_type=key_type)
             if probe is None:
                 return list(infos)  # no daemon running
             failed = probe.error is not None

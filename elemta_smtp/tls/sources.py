@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from elemta_smtp.cache.layout import bootstrap_path, live_dir
+from elemta_smtp.cache.layout import bootstrap_path, live_dir, live_name
 from elemta_smtp.cache.live import list_live, read_bytes
 from elemta_smtp.certs.bundle import CertificateBundle, parse_bundle
 from elemta_smtp.certs.names import is_dns_name
@@ -29,7 +29,9 @@ Kind = Literal["hand", "live", "bootstrap"]
 class Source(NamedTuple):
     """One certificate file the daemon serves from.
 
-    ``own_name`` is the <name> of live/<name>.pem, which the certificate must cover.
+    ``own_name`` is the <name> of live/<name>.pem, which the certificate must cover;
+    ``variant`` is "rsa" for live/<name>.rsa.pem, the RSA certificate served next to the
+    ECDSA one of the same name (``key_type = "ecdsa+rsa"``).
     (A NamedTuple rather than a frozen dataclass: as immutable, cheaper to create at import.)
     """
 
@@ -37,6 +39,7 @@ class Source(NamedTuple):
     path: Path
     key_path: Path | None = None
     own_name: str | None = None
+    variant: str = ""
 
     def read(self) -> bytes:
         """The file's bytes (key file first for a hand-managed pair); raises InvalidCertificate."""
@@ -56,7 +59,8 @@ def configured_sources(config: Config) -> list[Source]:
     if tls.cert_file is not None:
         sources.append(Source("hand", tls.cert_file, tls.key_file))
     for path in list_live(tls.letsencrypt.cache_dir):
-        sources.append(Source("live", path, own_name=path.name[: -len(".pem")]))
+        name, variant = live_name(path.name) or (path.name, "")
+        sources.append(Source("live", path, own_name=name, variant=variant))
     return sources
 
 

@@ -93,7 +93,9 @@ def test_every_subcommand_and_action_has_a_description(capsys: pytest.CaptureFix
     action, and each is listed with a one-line help in its parent's --help."""
     paths = _command_paths(build_parser())
     assert {" ".join(p) for p, _ in paths} == {"serve", "config", "config check", "cert", "cert info",
-                                               "cert renew", "cert test", "dns", "dns records"}
+                                               "cert renew", "cert test", "dns", "dns records",
+                                               "dane", "dane status", "dane rollover",
+                                               "dane rollover start", "dane rollover finish"}
     for path, summary in paths:
         assert summary, path
         with pytest.raises(SystemExit) as info:

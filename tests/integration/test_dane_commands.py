@@ -1,0 +1,90 @@
+"""`elemta dns records`, `elemta cert info` and `elemta dane ...`, the real commands in child
+processes, with key_type = "ecdsa+rsa" (two certificates in live/) and a DNS server on
+127.0.0.1 whose TLSA records the test sets."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from elemta_smtp.acme.dane import key_value
+from elemta_smtp.cache import live
+from tests.certs import make_ca, make_leaf
+from tests.dnsserver import running_dns
+from tests.support import Setup, elemta_command
+
+OWNER = "_25._tcp.mail.example.com."
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Setup, str, str]:
+    """An ECDSA and an RSA certificate for mail.example.com in live/, [tls.dane] enabled;
+    returns the setup and both keys' TLSA values."""
+    s = Setup(tmp_path)
+    s.write({"tls.letsencrypt": {"enabled": True, "email": "a@example.com",
+                                 "key_type": "ecdsa+rsa"},
+             "tls.dane": {"enabled": True}})
+    ca = make_ca()
+    ecdsa = make_leaf(ca, ["mail.example.com"])
+    rsa = make_leaf(ca, ["mail.example.com"], key_type="rsa")
+    live.write_certificate(s.cache_dir, "mail.example.com", ecdsa.key_pem, ecdsa.fullchain_pem)
+    live.write_certificate(s.cache_dir, "mail.example.com", rsa.key_pem, rsa.fullchain_pem, "rsa")
+    return s, key_value(ecdsa.cert.public_key()), key_value(rsa.cert.public_key())
+
+
+def run(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(elemta_command(*args, "-c", str(setup.config_path)),
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_both_keys_records_shown(setup: tuple[Setup, str, str]) -> None:
+    """`dns records` prints a TLSA record for each key; `cert info` shows each certificate's
+    record and that they are served together."""
+    s, ecdsa, rsa = setup
+    records = run(s, "dns", "records")
+    assert records.returncode == 0, records.stderr
+    assert f"{OWNER}\t3600\tIN\tTLSA\t{ecdsa}" in records.stdout
+    assert f"{OWNER}\t3600\tIN\tTLSA\t{rsa}" in records.stdout
+    info = run(s, "cert", "info")
+    assert f"DANE TLSA:  {OWNER} IN TLSA {ecdsa}" in info.stdout, info.stdout
+    assert f"DANE TLSA:  {OWNER} IN TLSA {rsa}" in info.stdout
+    assert info.stdout.count("served with:") == 2
+
+
+def test_status_check_marks_missing_records(setup: tuple[Setup, str, str]) -> None:
+    """`dane status --check` marks each key's record present or MISSING and exits 1 while
+    one is missing."""
+    s, ecdsa, rsa = setup
+    with running_dns(f"{OWNER} 60 IN TLSA {ecdsa}\n") as port:
+        status = run(s, "dane", "status", "--check", "--resolver", f"127.0.0.1:{port}")
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert f"current: {OWNER} IN TLSA {ecdsa}  [present]" in status.stdout
+    assert f"current: {OWNER} IN TLSA {rsa}  [MISSING]" in status.stdout
+    assert "1 record(s) not published" in status.stdout
+
+
+def test_finish_refused_until_published(setup: tuple[Setup, str, str]) -> None:
+    """`rollover start` prints both keys' next records; `finish` is refused (exit 1) naming
+    each next record DNS lacks, before any certbot runs."""
+    s, ecdsa, rsa = setup
+    started = run(s, "dane", "rollover", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert started.stdout.count("; next key, ADD") == 2
+    with running_dns(f"{OWNER} 60 IN TLSA {ecdsa}\n{OWNER} 60 IN TLSA {rsa}\n") as port:
+        refused = run(s, "dane", "rollover", "finish", "--resolver", f"127.0.0.1:{port}")
+    assert refused.returncode == 1
+    assert "refused: DNS does not publish the TLSA record of the next key" in refused.stdout
+    assert refused.stdout.count(f"  {OWNER} IN TLSA 3 1 1 ") == 2
+
+
+def test_rollover_needs_dane_enabled(tmp_path: Path) -> None:
+    """Without [tls.dane] enabled a rollover is refused with what to set."""
+    s = Setup(tmp_path)
+    s.write({"tls.letsencrypt": {"enabled": True, "email": "a@example.com"}})
+    done = run(s, "dane", "rollover", "start")
+    assert done.returncode == 1
+    assert "Set [tls.dane] enabled = true in elemta.toml" in done.stdout
+    done = run(s, "dane", "rollover", "finish")
+    assert done.returncode == 1
