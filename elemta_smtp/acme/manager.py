@@ -26,18 +26,25 @@ updates the state and mails "renewed" just the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from elemta_smtp.acme.ari import AriDecision
 from elemta_smtp.acme.ariwatch import AriSource, AriStep
+from elemta_smtp.acme.attempts import (
+    CertCounts,
+    Coordinator,
+    IssuanceLock,
+    RenewalAccess,
+    Retry,
+    Runner,
+    one_line,
+)
 from elemta_smtp.acme.danewatch import DaneStep, DaneWatch
 from elemta_smtp.acme.keywatch import KeyStep
 from elemta_smtp.acme.notices import DEFAULT_WHAT
@@ -47,10 +54,13 @@ from elemta_smtp.acme.renewal import (
     RenewalDecision,
     cap_sentence,
     decide_renewal,
+    describe_served,
     format_span,
     mismatch_sentence,
     name_mismatch,
-    retry_delay,
+    not_installed,
+    unchanged,
+    why_renew,
 )
 from elemta_smtp.acme.runner import (
     Cancellable,
@@ -60,46 +70,16 @@ from elemta_smtp.acme.runner import (
     renew_command,
 )
 from elemta_smtp.acme.slots import KEY_WORDS, Slot, primary
+from elemta_smtp.acme.turns import OneAtATime
 from elemta_smtp.cache.layout import state_path
-from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for, renewal_blocker
+from elemta_smtp.cache.lineages import Lineage, User, current_user, lineage_for
 from elemta_smtp.cache.state import Event
-from elemta_smtp.cluster.issuance import GO, Permit
 from elemta_smtp.config import Config
 
 if TYPE_CHECKING:
     from elemta_smtp.metrics import Metrics
 
 log = Logger(namespace="elemta.acme")
-
-
-class Runner(Protocol):
-    def run(self, argv: Sequence[str], timeout: float) -> Deferred[RunResult]: ...
-
-
-class Coordinator(Protocol):
-    """The cluster's issuance lock (``cluster.issuance.ClusterIssuance``)."""
-
-    def begin(self, name: str) -> Deferred[Permit]: ...
-    def end(self, permit: Permit) -> Deferred[None]: ...
-
-
-@dataclass
-class _Retry:
-    failures: int = 0
-    not_before: float = 0.0  # clock seconds
-
-    def failed(self, now: float, at_least: float = 0.0) -> float:
-        self.failures += 1
-        delay = max(retry_delay(self.failures), at_least)
-        self.not_before = now + delay
-        return delay
-
-    def reset(self) -> None:
-        self.failures, self.not_before = 0, 0.0
-
-
-def _one_line(text: str) -> str:
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class CertManager(Service):
@@ -135,30 +115,22 @@ class CertManager(Service):
             else DEFAULT_WHAT
         self._notices = Notifier(state_path(config.tls.letsencrypt.cache_dir, self.slot.variant),
                                  mailer, claims, metrics, what)
-        self._coordinator = coordinator
-        self._wait: float | None = None  # the lock was refused: look again after this
+        self._lock = IssuanceLock(coordinator, config.tls.letsencrypt.domain,
+                                  config.tls.renewal.check_interval)
         self._ari = AriStep(config, self.slot, ari)
         self._dane = DaneStep(config, self.slot, dane, self._notices)
         self._keys = KeyStep(config, self.slot, self._notices)
         self._wake: float | None = None  # clock seconds: check again then (an ARI moment)
-        self._metrics = metrics
-        if metrics is not None:  # the series exist from the start (0: renewal not failing)
-            domain = config.tls.letsencrypt.domain
-            metrics.renewal_failing_since.labels(domain).set(0)
-            for family in (metrics.acquisition_attempts, metrics.acquisition_failures,
-                           metrics.renewal_attempts, metrics.renewal_failures):
-                family.labels(domain)
+        self._counts = CertCounts(metrics, config.tls.letsencrypt.domain)
         self._next: Cancellable | None = None
-        self._busy: Deferred[None] | None = None
+        self._turns = OneAtATime()
         self._running: Deferred[RunResult] | None = None
-        self._acquire = _Retry()
-        self._renew = _Retry()
+        self._acquire = Retry()
+        self._renew = Retry()
         self._force_next_acquire = False
         self._capped_logged: set[str] = set()
         self._mismatch_logged: set[str] = set()
-        self._blocked_logged: set[tuple[str, str]] = set()
-        self._user = user if user is not None else current_user()
-        self._notices_again = False
+        self._access = RenewalAccess(config, user if user is not None else current_user())
 
     # --- time ---
 
@@ -183,7 +155,7 @@ class CertManager(Service):
         self._next = None
         if self._running is not None:
             self._running.cancel()
-        busy = self._busy
+        busy = self._turns.busy
         return busy.addErrback(lambda _: None) if busy is not None else succeed(None)
 
     def _schedule(self, delay: float) -> None:
@@ -197,48 +169,12 @@ class CertManager(Service):
 
     def check(self) -> Deferred[None]:
         """One full check now (acquire or renew, then notices); fires when done."""
-        if self._busy is not None:
-            return self._busy_chain()
-        done = Deferred.fromCoroutine(self._check())
-        self._busy = done
-
-        def finished(result: object) -> None:
-            self._busy = None
-            if isinstance(result, Failure):
-                log.failure("certificate check failed unexpectedly", failure=result)
-            if self._notices_again:
-                self._notices_again = False
-                self.after_reload()
-
-        return done.addBoth(finished)
+        return self._turns.run(self._check, "certificate check")
 
     def after_reload(self) -> Deferred[None]:
         """Run the notice check for whatever is served now (the daemon calls this after
-        SIGHUP). While certbot runs, the check after it covers this."""
-        if self._busy is not None:
-            self._notices_again = True
-            return self._busy_chain()
-        done = Deferred.fromCoroutine(self._notify())
-        self._busy = done
-
-        def finished(result: object) -> None:
-            self._busy = None
-            if isinstance(result, Failure):
-                log.failure("notice check failed unexpectedly", failure=result)
-
-        return done.addBoth(finished)
-
-    def _busy_chain(self) -> Deferred[None]:
-        """A Deferred that fires when the check in progress is done."""
-        waiter: Deferred[None] = Deferred()
-        assert self._busy is not None
-
-        def release(result: object) -> object:
-            waiter.callback(None)
-            return result
-
-        self._busy.addBoth(release)
-        return waiter
+        SIGHUP). While a check runs, the notice check runs after it."""
+        return self._turns.run(self._notify, "notice check", again=True)
 
     # --- the check ---
 
@@ -281,7 +217,7 @@ class CertManager(Service):
             await self._dane.check(self._current(), self.now())
             await self._notify()
         finally:
-            refused, self._wait = self._wait, None
+            refused = self._lock.take_wait()
             if refused is not None:
                 next_delay = min(interval, refused)
             wake, self._wake = self._wake, None
@@ -303,30 +239,15 @@ class CertManager(Service):
         if self._reload is not None:
             self._reload()
 
-    async def _exclusive(self) -> Permit:
-        """The cluster's issuance lock (granted at once on a single host). When refused,
-        the next check comes when the coordinator says (or at the regular interval)."""
-        if self._coordinator is None:
-            return GO
-        permit = await self._coordinator.begin(self.config.tls.letsencrypt.domain)
-        if not permit.granted:
-            interval = self.config.tls.renewal.check_interval
-            self._wait = permit.retry_after if permit.retry_after is not None else interval
-        return permit
-
-    async def _release(self, permit: Permit) -> None:
-        if self._coordinator is not None and permit.lease is not None:
-            await self._coordinator.end(permit)
-
     async def _obtain(self) -> None:
-        permit = await self._exclusive()
+        permit = await self._lock.begin()
         if not permit.granted:
             return
         try:
             if self._current() is None:  # another node's certificate may have arrived
                 await self._obtain_now()
         finally:
-            await self._release(permit)
+            await self._lock.end(permit)
 
     async def _obtain_now(self) -> None:
         le = self.config.tls.letsencrypt
@@ -334,8 +255,7 @@ class CertManager(Service):
         log.info("obtaining a certificate for {names} from {server} (attempt {attempt})",
                  names=", ".join(le.names), server=le.acme_directory, attempt=attempt,
                  domain=le.domain)
-        if self._metrics is not None:
-            self._metrics.acquisition_attempts.labels(le.domain).inc()
+        self._counts.attempt("acquisition")
         kwargs: dict[str, Any] = {"force": self._force_next_acquire}
         if self._python:
             kwargs["python"] = self._python
@@ -348,7 +268,7 @@ class CertManager(Service):
                                     key_type=self.slot.key_type, **kwargs)
         except ValueError as exc:
             delay = self._acquire.failed(self._clock.seconds())
-            self._count_failure("acquisition")
+            self._counts.failure("acquisition", self._clock.seconds(), first=False)
             log.error("cannot obtain a certificate for {domain}: {reason}; retrying in {delay}",
                       domain=le.domain, reason=str(exc), delay=format_span(timedelta(seconds=delay)))
             return
@@ -367,20 +287,16 @@ class CertManager(Service):
                     names=current.names, serial=current.serial, not_after=current.not_after))
                 return
             self._force_next_acquire = True
-            reason = (f"certbot finished but no valid certificate for {le.domain} reached "
-                      f"{le.cache_dir / 'live'} (certbot may have kept an existing certificate; "
-                      "the next attempt forces a new one)")
-        else:
-            reason = result.reason
+        reason = result.reason if not result.ok else not_installed(le.domain, le.cache_dir)
         delay = self._acquire.failed(self._clock.seconds())
-        self._count_failure("acquisition")
+        self._counts.failure("acquisition", self._clock.seconds(), first=False)
         if self._acquire.failures == 1:  # mailed once per run of failures, not at every retry
             self._notices.add(Event(
                 id=f"acquire-failed:{le.domain}:{int(self._clock.seconds())}",
                 kind="acquire-failed", at=self.now(), names=le.names, reason=reason))
         log.error("could not obtain a {what} for {domain}: {reason}; still serving {served}; "
                   "retrying in {delay} (certbot's log: {logs})", what=self.slot.what,
-                  domain=le.domain, reason=_one_line(reason), served=self._describe_served(),
+                  domain=le.domain, reason=one_line(reason), served=self._describe_served(),
                   delay=format_span(timedelta(seconds=delay)),
                   logs=str(le.cache_dir / "certbot" / "logs" / "letsencrypt.log"))
 
@@ -401,7 +317,7 @@ class CertManager(Service):
         lineage = self._lineage(current)
         if self._renewal_blocked(current, lineage):
             return
-        permit = await self._exclusive()
+        permit = await self._lock.begin()
         if not permit.granted:
             return
         try:
@@ -409,26 +325,18 @@ class CertManager(Service):
             if after is not None and after.serial == current.serial:
                 await self._renew_now(current, lineage, decision, by_ca, key_args)
         finally:
-            await self._release(permit)
+            await self._lock.end(permit)
 
     async def _renew_now(self, current: CertFacts, lineage: Lineage, decision: RenewalDecision,
                          by_ca: AriDecision, key_args: list[str]) -> None:
         renewal = self.config.tls.renewal
         now = self.now()
         domain = self.config.tls.letsencrypt.domain
-        if by_ca.due and not decision.due and by_ca.window is not None:
-            log.info("renewing the {what} for {domain} (serial {serial}): the CA's renewal window "
-                     "(ARI) {start} .. {end} has begun ({left} left)", what=self.slot.what,
-                     domain=domain, serial=current.serial, start=by_ca.window.start.isoformat(),
-                     end=by_ca.window.end.isoformat(), left=format_span(decision.remaining))
-        else:
-            log.info("renewing the {what} for {domain} (serial {serial}): {left} left, renewal "
-                     "window {window}", what=self.slot.what, domain=domain, serial=current.serial,
-                     left=format_span(decision.remaining), window=format_span(decision.window))
+        log.info("renewing the {what} for {domain} (serial {serial}): {why}", what=self.slot.what,
+                 domain=domain, serial=current.serial, why=why_renew(decision, by_ca))
         kwargs: dict[str, Any] = {"python": self._python} if self._python else {}
-        if self._metrics is not None:
-            self._metrics.renewal_attempts.labels(domain).inc()
-        if self._coordinator is not None and not lineage.renewal_conf.is_file():
+        self._counts.attempt("renewal")
+        if self._lock.shared and not lineage.renewal_conf.is_file():
             # a cluster node that never obtained this certificate itself has no lineage to
             # renew: it obtains a new certificate for the domain instead
             argv = certonly_command(self.config, force=True, lineage_name=self.slot.cert_name,
@@ -443,26 +351,20 @@ class CertManager(Service):
             after = self._current()
             if after is not None and after.serial != current.serial:
                 self._renew.reset()
-                if self._metrics is not None:
-                    self._metrics.renewal_last_success.labels(domain).set(self._clock.seconds())
-                    self._metrics.renewal_failing_since.labels(domain).set(0)
+                self._counts.renewed(self._clock.seconds())
                 log.info("{what} for {domain} renewed: serial {old} -> {new}, valid until "
                          "{not_after}", what=self.slot.what, domain=domain, old=current.serial,
                          new=after.serial,
                          not_after=after.not_after.isoformat())
                 return
-            reason = (f"certbot renew --cert-name {lineage.cert_name} --config-dir "
-                      f"{lineage.config_dir} succeeded but the served certificate did not change "
-                      "(certbot may consider it not yet due, or the elemta installer did not "
-                      "write the cache)")
-        else:
-            reason = result.reason
+        reason = result.reason if not result.ok else unchanged(lineage.cert_name,
+                                                               lineage.config_dir)
         delay = self._renew.failed(self._clock.seconds(), at_least=renewal.check_interval)
-        self._count_failure("renewal")
+        self._counts.failure("renewal", self._clock.seconds(), first=self._renew.failures == 1)
         log.error("renewal of the {what} for {domain} failed: {reason}; still serving serial "
                   "{serial} (expires {not_after}); next attempt in {delay}", what=self.slot.what,
                   domain=domain,
-                  reason=_one_line(reason), serial=current.serial,
+                  reason=one_line(reason), serial=current.serial,
                   not_after=current.not_after.isoformat(),
                   delay=format_span(timedelta(seconds=delay)))
         self._notices.add(Event(
@@ -470,33 +372,8 @@ class CertManager(Service):
             kind="renewal-failed", at=now, names=current.names, serial=current.serial,
             not_after=current.not_after, reason=reason))
 
-    def _count_failure(self, what: str) -> None:
-        """Count a failed acquisition or renewal (after ``_Retry.failed``); the first renewal
-        failure of a run marks when renewal began failing."""
-        metrics = self._metrics
-        if metrics is None:
-            return
-        domain = self.config.tls.letsencrypt.domain
-        if what == "acquisition":
-            metrics.acquisition_failures.labels(domain).inc()
-            return
-        metrics.renewal_failures.labels(domain).inc()
-        if self._renew.failures == 1:
-            metrics.renewal_failing_since.labels(domain).set(self._clock.seconds())
-
     def _describe_served(self) -> str:
-        """What is served for the domain now, in words (for "still serving ...")."""
-        facts = self._served()
-        if facts is None:
-            return "no certificate for it (TLS has nothing to offer)"
-        if facts.is_bootstrap:
-            return "the self-signed bootstrap certificate"
-        if facts.not_after <= self.now():
-            return (f"the EXPIRED certificate serial {facts.serial} "
-                    f"(expired {format_span(self.now() - facts.not_after)} ago)")
-        if not facts.covers(self.config.tls.letsencrypt.domain):
-            return f"a certificate for {', '.join(facts.names)} (serial {facts.serial})"
-        return f"serial {facts.serial} (valid until {facts.not_after.isoformat()})"
+        return describe_served(self._served(), self.now(), self.config.tls.letsencrypt.domain)
 
     def _lineage(self, current: CertFacts) -> Lineage:
         """The certbot lineage the served certificate was installed from."""
@@ -504,19 +381,7 @@ class CertManager(Service):
                            self.slot.cert_name, self.slot.variant)
 
     def _renewal_blocked(self, current: CertFacts, lineage: Lineage | None = None) -> bool:
-        """Can this process not renew ``current`` (certbot's folders are another user's)?
-        Said once per certificate and lineage; the expiry notices remain the backstop."""
-        lineage = lineage or self._lineage(current)
-        le = self.config.tls.letsencrypt
-        blocker = renewal_blocker(lineage, self._user, cache_dir=le.cache_dir, domain=le.domain,
-                                  config_path=self.config.path)
-        if blocker is None:
-            return False
-        key = (current.serial, str(lineage.config_dir))
-        if key not in self._blocked_logged:
-            self._blocked_logged.add(key)
-            log.warn("{blocker}", blocker=blocker[:1].upper() + blocker[1:])
-        return True
+        return self._access.blocked(current.serial, lineage or self._lineage(current))
 
     # --- notices ---
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
+from elemta_smtp.acme.ari import AriDecision
 from elemta_smtp.config import LETSENCRYPT_PRODUCTION, LETSENCRYPT_STAGING, Config
 from elemta_smtp.units import format_span as format_span  # noqa: PLC0414  (re-exported: manager, notices)
 
@@ -160,3 +162,42 @@ def retry_delay(failures: int, first: float = RETRY_FIRST, most: float = RETRY_M
     if failures <= 0:
         return 0.0
     return float(min(first * 2 ** min(failures - 1, 32), most))
+
+
+def describe_served(facts: CertFacts | None, now: datetime, domain: str) -> str:
+    """What is served for ``domain`` now, in words (for "still serving ...")."""
+    if facts is None:
+        return "no certificate for it (TLS has nothing to offer)"
+    if facts.is_bootstrap:
+        return "the self-signed bootstrap certificate"
+    if facts.not_after <= now:
+        return (f"the EXPIRED certificate serial {facts.serial} "
+                f"(expired {format_span(now - facts.not_after)} ago)")
+    if not facts.covers(domain):
+        return f"a certificate for {', '.join(facts.names)} (serial {facts.serial})"
+    return f"serial {facts.serial} (valid until {facts.not_after.isoformat()})"
+
+
+def why_renew(decision: RenewalDecision, by_ca: AriDecision) -> str:
+    """Why a renewal starts, for its log line: the CA's window (ARI) when only that made it
+    due, else the time left against the renewal window."""
+    if by_ca.due and not decision.due and by_ca.window is not None:
+        return (f"the CA's renewal window (ARI) {by_ca.window.start.isoformat()} .. "
+                f"{by_ca.window.end.isoformat()} has begun ({format_span(decision.remaining)} "
+                "left)")
+    return (f"{format_span(decision.remaining)} left, renewal window "
+            f"{format_span(decision.window)}")
+
+
+def not_installed(domain: str, cache_dir: Path) -> str:
+    """Why an acquisition whose certbot succeeded failed all the same."""
+    return (f"certbot finished but no valid certificate for {domain} reached "
+            f"{cache_dir / 'live'} (certbot may have kept an existing certificate; "
+            "the next attempt forces a new one)")
+
+
+def unchanged(cert_name: str, config_dir: Path) -> str:
+    """Why a renewal whose certbot succeeded failed all the same."""
+    return (f"certbot renew --cert-name {cert_name} --config-dir {config_dir} succeeded but "
+            "the served certificate did not change (certbot may consider it not yet due, or "
+            "the elemta installer did not write the cache)")
