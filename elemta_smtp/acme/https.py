@@ -2,7 +2,7 @@
 answers and the MTA-STS policy, on elemta's own TLS layer (``net/tlslayer.py``).
 
 Per connection: the servername callback picks elemta's certificate for the SNI name
-(``ServerTLS.bundle_for``, so a SIGHUP reload reaches this listener too); the ALPN
+(``ServerTLS.bundles_for``, so a SIGHUP reload reaches this listener too); the ALPN
 callback (``cache.tlsalpn.alpn_select``) either puts the RFC 8737 validation certificate
 on the connection for a name with a pending challenge (``<cache_dir>/tls-alpn-01/<name>``,
 read at handshake time) and selects ``acme-tls/1`` -- the connection is then closed
@@ -63,7 +63,7 @@ def https_wanted(config: Config) -> bool:
 class CertificateSource(Protocol):
     """What the listener needs of ``ServerTLS``."""
 
-    def bundle_for(self, server_name: str | None) -> CertificateBundle: ...
+    def bundles_for(self, server_name: str | None) -> tuple[CertificateBundle, ...]: ...
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -76,26 +76,31 @@ class HTTPSConnections:
         self._certificates = certificates
         self._alpn_dir = alpn_dir
         self._validations = validations or ValidationCache()
-        self._contexts: dict[int, tuple[CertificateBundle, SSL.Context]] = {}
+        self._contexts: dict[tuple[int, ...],
+                             tuple[tuple[CertificateBundle, ...], SSL.Context]] = {}
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        return SSL.Connection(self._context(self._certificates.bundle_for(None)), None)
+        return SSL.Connection(self._context(self._certificates.bundles_for(None)), None)
 
-    def _context(self, bundle: CertificateBundle) -> SSL.Context:
-        found = self._contexts.get(id(bundle))
-        if found is not None and found[0] is bundle:
+    def _context(self, bundles: tuple[CertificateBundle, ...]) -> SSL.Context:
+        """The context serving ``bundles`` (one, or with key_type = "ecdsa+rsa" the
+        certificate and its companion of the other key type, as on the SMTP ports)."""
+        key = tuple(id(b) for b in bundles)
+        found = self._contexts.get(key)
+        if found is not None and all(a is b for a, b in zip(found[0], bundles, strict=True)):
             return found[1]
         if len(self._contexts) >= _CONTEXTS:
             self._contexts.clear()
-        context = build_context(bundle, self._on_servername)
+        context = build_context(bundles[0], self._on_servername,
+                                also=bundles[1] if len(bundles) > 1 else None)
         context.set_alpn_select_callback(self._on_alpn)
-        self._contexts[id(bundle)] = (bundle, context)
+        self._contexts[key] = (bundles, context)
         return context
 
     def _on_servername(self, connection: SSL.Connection) -> None:
         raw = connection.get_servername()
         name = raw.decode("ascii", "replace") if raw else None
-        context = self._context(self._certificates.bundle_for(name))
+        context = self._context(self._certificates.bundles_for(name))
         if context is not connection.get_context():
             connection.set_context(context)
 

@@ -179,15 +179,19 @@ class ServerTLS:
             assert snapshot is not None
         return SSL.Connection(snapshot.table.default.serving, None)
 
-    def bundle_for(self, server_name: str | None) -> CertificateBundle:
+    def bundles_for(self, server_name: str | None) -> tuple[CertificateBundle, ...]:
         """The certificate a handshake for ``server_name`` (SNI; None: none sent) gets now,
-        for a listener that builds contexts of its own from it (the HTTPS listener)."""
+        and with key_type = "ecdsa+rsa" its companion of the other key type, for a listener
+        that builds contexts of its own from them (the HTTPS listener)."""
         snapshot = self._snapshot
         if snapshot is None:
             self.reload()
             snapshot = self._snapshot
             assert snapshot is not None
-        return snapshot.table.lookup(server_name).bundle
+        entry = snapshot.table.lookup(server_name)
+        if entry.companion is None:
+            return (entry.bundle,)
+        return (entry.bundle, entry.companion.bundle)
 
     def _on_servername(self, connection: SSL.Connection) -> None:
         snapshot = self._snapshot

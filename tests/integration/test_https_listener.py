@@ -17,6 +17,7 @@ import pytest
 from cryptography import x509
 
 from elemta_smtp.acme.mtasts import policy_id, policy_text
+from elemta_smtp.cache import live
 from elemta_smtp.cache.challenges import REQUEST_DEADLINE
 from elemta_smtp.cache.tlsalpn import validates
 from tests.certs import make_ca, make_leaf
@@ -249,3 +250,33 @@ def test_silent_client_is_dropped_at_the_deadline(listener: Listener) -> None:
             assert sock.recv(4096) == b""
         closed_after = time.monotonic() - started
     assert REQUEST_DEADLINE - 1 < closed_after < REQUEST_DEADLINE + 3
+
+
+def test_ecdsa_and_rsa_both_served_on_the_https_port(tmp_path: Path) -> None:
+    """key_type = "ecdsa+rsa": on the HTTPS listener, as on the SMTP ports, a client that can
+    only verify RSA gets the RSA certificate and an ECDSA-capable one the ECDSA certificate,
+    each with a chain that verifies (a real daemon, real TLS)."""
+    ca = make_ca()
+    ecdsa = make_leaf(ca, ["mail.example.com", "mta-sts.example.com"])
+    rsa = make_leaf(ca, ["mail.example.com", "mta-sts.example.com"], key_type="rsa")
+    (tmp_path / "root.pem").write_bytes(ca.pem)
+    setup = Setup(tmp_path / "elemta")
+    port = free_port()
+    setup.write({"tls.letsencrypt": {"domain": "mail.example.com", "key_type": "ecdsa+rsa",
+                                     "https_addr": f"{HOST}:{port}"},
+                 "mta_sts": {"enabled": True, "mx": ["mail.example.com"]}})
+    live.write_certificate(setup.cache_dir, "mail.example.com", ecdsa.key_pem, ecdsa.fullchain_pem)
+    live.write_certificate(setup.cache_dir, "mail.example.com", rsa.key_pem, rsa.fullchain_pem,
+                           "rsa")
+    with running_daemon(setup) as daemon:
+        daemon.wait_for_log("listening for HTTPS (TLS-ALPN-01, MTA-STS)")
+        for cipher, leaf in (("ECDHE-RSA-AES128-GCM-SHA256", rsa),
+                             ("ECDHE-ECDSA-AES128-GCM-SHA256", ecdsa)):
+            context = ssl.create_default_context(cafile=str(tmp_path / "root.pem"))
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
+            context.set_ciphers(cipher)
+            with socket.create_connection((HOST, port), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname="mta-sts.example.com") as tls:
+                der = tls.getpeercert(binary_form=True)  # verified against the test CA
+            assert der is not None
+            assert x509.load_der_x509_certificate(der) == leaf.cert

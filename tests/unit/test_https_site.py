@@ -43,8 +43,13 @@ class Certificates:
         self.by_name = {"mta-sts.example.com": bundle(["mta-sts.example.com"])}
         self.default = bundle(["mail.example.com"])
 
-    def bundle_for(self, server_name: str | None) -> CertificateBundle:
-        return self.by_name.get(server_name or "", self.default)
+        self.companion: CertificateBundle | None = None  # key_type = "ecdsa+rsa"
+
+    def bundles_for(self, server_name: str | None) -> tuple[CertificateBundle, ...]:
+        found = self.by_name.get(server_name or "", self.default)
+        if found is self.default and self.companion is not None:
+            return (found, self.companion)
+        return (found,)
 
 
 def client(protocols: list[bytes]) -> SSL.Context:
@@ -65,6 +70,29 @@ def test_sni_picks_the_certificate_and_a_reload_is_followed(tmp_path: Path) -> N
     certificates.default = bundle(["mail.example.com"])
     assert memory_handshake(creator.serverConnectionForTLS(None), "mail.example.com",
                             client([b"http/1.1"])).cert == certificates.default.leaf
+
+
+def test_ecdsa_and_rsa_clients_each_get_their_certificate(tmp_path: Path) -> None:
+    """With a companion of the other key type (key_type = "ecdsa+rsa"), a client that can
+    only verify RSA gets the RSA certificate and one that takes ECDSA the ECDSA one, as on
+    the SMTP ports."""
+    certificates = Certificates()
+    ca = make_ca()
+    ecdsa, rsa = make_leaf(ca, ["mail.example.com"]), make_leaf(ca, ["mail.example.com"],
+                                                                 key_type="rsa")
+    certificates.default = parse_bundle(ecdsa.combined_pem, Path("mail.example.com.pem"))
+    certificates.companion = parse_bundle(rsa.combined_pem, Path("mail.example.com.rsa.pem"))
+    creator = HTTPSConnections(certificates, tmp_path)
+    rsa_only = client([b"http/1.1"])
+    rsa_only.set_max_proto_version(SSL.TLS1_2_VERSION)
+    rsa_only.set_cipher_list(b"ECDHE-RSA-AES128-GCM-SHA256")
+    got = memory_handshake(creator.serverConnectionForTLS(None), "mail.example.com", rsa_only)
+    assert got.cert == certificates.companion.leaf
+    ecdsa_only = client([b"http/1.1"])
+    ecdsa_only.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ecdsa_only.set_cipher_list(b"ECDHE-ECDSA-AES128-GCM-SHA256")
+    got = memory_handshake(creator.serverConnectionForTLS(None), "mail.example.com", ecdsa_only)
+    assert got.cert == certificates.default.leaf
 
 
 def test_connection_cap_refuses_beyond_it(tmp_path: Path) -> None:
