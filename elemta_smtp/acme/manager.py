@@ -121,7 +121,7 @@ class CertManager(Service):
         self._dane = DaneStep(config, self.slot, dane, self._notices)
         self._keys = KeyStep(config, self.slot, self._notices)
         self._wake: float | None = None  # clock seconds: check again then (an ARI moment)
-        self._counts = CertCounts(metrics, config.tls.letsencrypt.domain)
+        self._counts = CertCounts(metrics, self.slot.cert_name)  # <domain>, <domain>-rsa
         self._next: Cancellable | None = None
         self._turns = OneAtATime()
         self._running: Deferred[RunResult] | None = None

@@ -176,7 +176,7 @@ def build_managers(config: Config, tls: ServedSource, reactor: DaemonReactor,
             ari=ThreadedAri(reactor), dane=ThreadedDane(config, tls, slot, reactor),
             coordinator=cluster.issuance if cluster is not None else None,
             claims=cluster.claims if cluster is not None else None,
-            metrics=metrics if not slot.variant else None))  # metrics: live/<domain>.pem's
+            metrics=metrics))
     return managers
 
 

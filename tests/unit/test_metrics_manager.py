@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from elemta_smtp.acme.manager import CertManager
+from elemta_smtp.acme.slots import slots
+from elemta_smtp.config import parse_config
 from elemta_smtp.metrics import Metrics
 from tests.unit.test_manager import DOMAIN, T0, World, cert, make_config, result
 
@@ -99,3 +101,23 @@ def test_a_notice_that_cannot_be_mailed_counts_failed(world: CountingWorld) -> N
     world.mailer.failing = False
     world.advance_to(T0 + timedelta(days=60, hours=13))
     assert world.value("elemta_notices_sent_total", kind="expiry") == 1
+
+
+def test_the_rsa_certificate_of_ecdsa_rsa_counts_under_its_lineage_name(tmp_path: Path) -> None:
+    """With key_type = "ecdsa+rsa" the RSA certificate's manager counts under name
+    "<domain>-rsa" (its certbot lineage), so the ECDSA one's series stay its own."""
+    world = CountingWorld(tmp_path)
+    text = (f'[server]\nhostname = "{DOMAIN}"\n[tls.letsencrypt]\nenabled = true\n'
+            'email = "admin@example.com"\ncache_dir = "cache"\nkey_type = "ecdsa+rsa"\n')
+    (tmp_path / "elemta.toml").write_text(text)
+    world.config = parse_config(text, str(tmp_path / "elemta.toml"), tmp_path)
+    rsa = slots(world.config)[1]
+    manager = CertManager(world.config, world.served, world.clock, world.runner, world.mailer,
+                          reload=world.reload, python="py", metrics=world.metrics, slot=rsa)
+    manager.startService()
+    world.clock.advance(0)
+    world.runner.finish(result(False, "DNS problem: NXDOMAIN"))
+    rsa_name = f"{DOMAIN}-rsa"
+    assert world.value("elemta_certificate_acquisition_attempts_total", name=rsa_name) == 1
+    assert world.value("elemta_certificate_acquisition_failures_total", name=rsa_name) == 1
+    assert world.by_name("elemta_certificate_acquisition_attempts_total") == 0
