@@ -78,6 +78,10 @@ class Notifier:
         if event_id in self.state.sent:
             self.state = replace(self.state, sent=self.state.sent - {event_id})
             self._save()
+            if self._claims is not None:  # in a cluster the claim is what stops a second mail
+                self._claims.release(event_id).addErrback(
+                    lambda f: log.failure("cluster: cannot give notice {key} back", failure=f,
+                                          key=event_id))
 
     def _save(self) -> bool:
         try:
