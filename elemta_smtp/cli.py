@@ -11,12 +11,22 @@ from typing import TextIO
 
 from elemta_smtp import __version__
 from elemta_smtp.config import Config, ConfigError, config_path, dev_config, load_config
+from elemta_smtp.errors import ElemtaError
+from elemta_smtp.schema import dns_server
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: systemd shows it as "CONFIG"
 #: read-only reports: run as the process itself they skip garbage collection and teardown
-_REPORTS = {("config", "check"), ("cert", "info")}
+_REPORTS = {("config", "check"), ("cert", "info"), ("dane", "status")}
+
+
+def _resolver_arg(text: str) -> str:
+    """--resolver: the "IP:port" of a DNS server, checked before anything runs."""
+    try:
+        return dns_server(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -103,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "present, MISSING or DIFFERENT (exit 1 unless all are present).")
     records.add_argument("--check", action="store_true",
                          help="look each record up in DNS and compare")
-    records.add_argument("--resolver", metavar="HOST:PORT",
+    records.add_argument("--resolver", metavar="HOST:PORT", type=_resolver_arg,
                          help="with --check: ask this DNS server (default: the system's resolvers)")
 
     dane = sub(commands, "dane", "DANE (TLSA) records of the served keys and staged key rollovers",
@@ -116,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "rollover, for the next key; with --check each is looked up and marked present "
                  "or MISSING (exit 1 unless all are present).")
     status.add_argument("--check", action="store_true", help="look each record up in DNS")
-    status.add_argument("--resolver", metavar="HOST:PORT", help=resolver_help)
+    status.add_argument("--resolver", metavar="HOST:PORT", type=_resolver_arg, help=resolver_help)
     rollover = sub(dane_cmds, "rollover", "change keys without a moment of unpublished key",
                    "See `elemta dane rollover ACTION --help`.", config=False)
     rollover_cmds = rollover.add_subparsers(dest="step", metavar="ACTION", required=True)
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "removed.")
     finish.add_argument("--force", action="store_true",
                         help="do not look the next key's record up in DNS first")
-    finish.add_argument("--resolver", metavar="HOST:PORT", help=resolver_help)
+    finish.add_argument("--resolver", metavar="HOST:PORT", type=_resolver_arg, help=resolver_help)
     return parser
 
 
@@ -170,19 +180,19 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
 
         return _report_done(config_check(loaded, out), own_process=argv is None)
     if args.command == "dane":
-        from elemta_smtp.commands import dane as dane_commands
-
-        if args.action == "status":
-            return dane_commands.dane_status_main(loaded, out, check=args.check,
-                                                  resolver=args.resolver)
-        if args.step == "start":
-            return dane_commands.rollover_start_main(loaded, out)
-        return dane_commands.rollover_finish_main(loaded, out, force=args.force,
-                                                  resolver=args.resolver)
+        try:
+            return _dane(args, loaded, out, own_process=argv is None)
+        except ElemtaError as exc:  # the cache: unreadable, not writable, a broken file
+            print(f"error: {exc}", file=err)
+            return 1
     if args.command == "dns":
         from elemta_smtp.commands.dns_records import dns_records_main
 
-        return dns_records_main(loaded, out, check_dns=args.check, resolver=args.resolver)
+        try:
+            return dns_records_main(loaded, out, check_dns=args.check, resolver=args.resolver)
+        except ElemtaError as exc:  # the cache: a broken next-key file of a rollover
+            print(f"error: {exc}", file=err)
+            return 1
     if args.action == "info":
         from elemta_smtp.commands.cert_info import cert_info_main
 
@@ -195,6 +205,19 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     from elemta_smtp.commands.cert_test import cert_test_main
 
     return cert_test_main(loaded, args.dry_run, out)
+
+
+def _dane(args: argparse.Namespace, loaded: Config, out: TextIO, own_process: bool) -> int:
+    from elemta_smtp.commands import dane as dane_commands
+
+    if args.action == "status":
+        return _report_done(dane_commands.dane_status_main(loaded, out, check=args.check,
+                                                           resolver=args.resolver),
+                            own_process=own_process)
+    if args.step == "start":
+        return dane_commands.rollover_start_main(loaded, out)
+    return dane_commands.rollover_finish_main(loaded, out, force=args.force,
+                                              resolver=args.resolver)
 
 
 def _report_done(status: int, own_process: bool) -> int:

@@ -239,20 +239,29 @@ def _relay(value: object) -> str:
     return text
 
 
+def dns_server(text: str) -> str:
+    """``text`` if it is the "IP:port" of a DNS server ([tls.dane] resolver, --resolver);
+    else ``ValueError`` saying what to write."""
+    hint = ("write the DNS server's IP address and port, such as \"127.0.0.1:53\" or "
+            "\"[::1]:53\"")
+    try:
+        address = parse_address(text)
+    except ValueError:
+        raise ValueError(f"{toml_text(text)} is not a DNS server address: {hint}") from None
+    if not address.host or not address.port:
+        raise ValueError(f"{toml_text(text)} is not a DNS server address: {hint}")
+    return text
+
+
 def _resolver(value: object) -> str:
     """[tls.dane] resolver: "" (the system's resolvers) or the "host:port" of a DNS server."""
     text = _str(value).strip()
     if not text:
         return ""
-    hint = ("write the DNS server's IP address and port, such as \"127.0.0.1:53\" or "
-            "\"[::1]:53\" (\"\" asks the system's resolvers)")
     try:
-        address = parse_address(text)
-    except ValueError:
-        raise ValueError(f"{toml_text(value)} is not a DNS server address: {hint}") from None
-    if not address.host or not address.port:
-        raise ValueError(f"{toml_text(value)} is not a DNS server address: {hint}")
-    return text
+        return dns_server(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (\"\" asks the system's resolvers)") from None
 
 
 # --- the schema: section -> key -> (parser, default as it would be written in TOML) ---

@@ -1,27 +1,37 @@
 """The keys of the certificates elemta keeps, as TLSA values, for ``elemta dane ...`` and
-``elemta dns records``: the key served (from live/), the next key of a staged rollover and
-the rollover record; files only (no Twisted, no DNS)."""
+``elemta dns records``: the key served (decided as ``elemta cert info`` decides it: the
+slot's live/ file, or ``[tls] cert_file``), the next key of a staged rollover and the
+rollover record; files only (no Twisted, no DNS)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 from elemta_smtp.acme.dane import key_value, mx_hosts
 from elemta_smtp.acme.slots import Slot
 from elemta_smtp.cache import dane as store
-from elemta_smtp.cache import live
 from elemta_smtp.cache.layout import next_key_path
 from elemta_smtp.cache.lineages import Lineage
 from elemta_smtp.config import Config
-from elemta_smtp.errors import CacheError
+from elemta_smtp.tls.report import CertInfo, certificate_report, own_name, variant_of
 
 
-def installed(config: Config, slot: Slot) -> live.Installed | None:
-    """The certificate in the slot's live/ file; None when there is none or it is unreadable."""
-    try:
-        return live.read_installed(slot.live_path(config.tls.letsencrypt.cache_dir))
-    except (CacheError, OSError):
-        return None
+def _slot_info(config: Config, slot: Slot, infos: Sequence[CertInfo]) -> CertInfo | None:
+    """The certificate file that stands for ``slot``: its live/ file, or for the first
+    certificate, ``[tls] cert_file`` (a certificate managed by hand) when no live/ file of the
+    domain is served."""
+    domain = config.tls.letsencrypt.domain
+    own = [i for i in infos if i.kind == "live" and own_name(i) == domain
+           and variant_of(i) == slot.variant]
+    hand = [i for i in infos if i.kind == "hand"] if not slot.variant else []
+    for info in (*own, *hand):
+        if info.served and info.details is not None:
+            return info
+    candidates = own or hand
+    return candidates[0] if candidates else None
 
 
 @dataclass(frozen=True)
@@ -30,23 +40,35 @@ class SlotKeys:
 
     slot: Slot
     hosts: tuple[str, ...]
-    current: str  # "" when no certificate is served yet
+    current: str  # "" when no certificate is served for the slot
     next: str  # "" when no rollover is under way
     rollover: store.Rollover | None
+    path: Path | None = None  # the file of the certificate (served or not)
+    key: str = ""  # its key as served ("ECDSA P-256", "RSA 2048"); "" when none
+    problem: str = ""  # why the slot's certificate file is not served
 
 
-def slot_keys(config: Config, slot: Slot) -> SlotKeys:
+def slot_keys(config: Config, slot: Slot, infos: Sequence[CertInfo] | None = None) -> SlotKeys:
+    """The keys of ``slot``: the one served, as ``elemta cert info`` decides what is served
+    (valid, not expired, the key matching), the next one and the rollover record."""
     le = config.tls.letsencrypt
-    served = installed(config, slot)
-    names = served.names if served else le.names
-    current = f"3 1 1 {served.spki_sha256}" if served else ""
+    if infos is None:
+        infos = certificate_report(config, datetime.now(timezone.utc))
+    info = _slot_info(config, slot, infos)
+    served = info is not None and info.served and info.details is not None
+    details = info.details if info is not None else None
+    names = details.names if served and details is not None else le.names
+    current = f"3 1 1 {details.spki_sha256}" if served and details is not None else ""
     next_pem = store.read_next_key(le.cache_dir, slot.domain, slot.variant)
     following = ""
     if next_pem is not None:
         key = store.load_key(next_pem, next_key_path(le.cache_dir, slot.domain, slot.variant))
         following = key_value(key.public_key())
+    problem = "" if served or info is None else (info.problem or "not served")
     return SlotKeys(slot, tuple(mx_hosts(config, names)), current, following,
-                    store.read_rollover(le.cache_dir, slot.domain, slot.variant))
+                    store.read_rollover(le.cache_dir, slot.domain, slot.variant),
+                    info.source if info is not None else None,
+                    details.key if served and details is not None else "", problem)
 
 
 def reuse_warning(lineage: Lineage) -> str | None:

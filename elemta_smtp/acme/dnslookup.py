@@ -13,6 +13,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from elemta_smtp.schema import dns_server
 from elemta_smtp.units import parse_address
 
 TIMEOUT = 3.0
@@ -24,13 +25,7 @@ def resolver(server: str | None = None, timeout: float = TIMEOUT) -> dns.resolve
     if server is None:
         found = dns.resolver.Resolver()
     else:
-        try:
-            address = parse_address(server)
-        except ValueError as exc:
-            raise ValueError(f"--resolver {server}: {exc}") from None
-        if not address.host:
-            raise ValueError(f"--resolver {server}: give the server's address, such as "
-                             "\"127.0.0.1:53\"")
+        address = parse_address(dns_server(server))
         found = dns.resolver.Resolver(configure=False)
         found.nameservers = [address.host]
         found.port = address.port

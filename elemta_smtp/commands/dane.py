@@ -47,8 +47,9 @@ def _mark(value: str, found: tuple[tuple[str, ...], str | None] | None) -> str:
 
 
 def _title(keys: SlotKeys, config: Config) -> str:
-    path = keys.slot.live_path(config.tls.letsencrypt.cache_dir)
-    return f"{keys.slot.domain} ({KEY_WORDS[keys.slot.key_type]} key, {path})"
+    path = keys.path or keys.slot.live_path(config.tls.letsencrypt.cache_dir)
+    key = f"{keys.key} key" if keys.key else f"{KEY_WORDS[keys.slot.key_type]} key, none served"
+    return f"{keys.slot.domain} ({key}, {path})"
 
 
 def dane_status_main(config: Config, out: TextIO, check: bool = False,
@@ -57,7 +58,7 @@ def dane_status_main(config: Config, out: TextIO, check: bool = False,
     publishes each; exit 1 when one that must be published is missing)."""
     le = config.tls.letsencrypt
     resolver = resolver or config.tls.dane.resolver or None
-    missing = 0
+    missing = checked = 0
     for keys in (slot_keys(config, s) for s in slots(config)):
         print(_title(keys, config), file=out)
         try:
@@ -73,12 +74,15 @@ def dane_status_main(config: Config, out: TextIO, check: bool = False,
         retired = keys.rollover.retired if keys.rollover else ""
         if retired and retired not in (keys.current, keys.next):
             rows.append(("retired", retired, "no longer served: its record can be removed"))
-        if not keys.current:
+        if keys.problem:
+            print(f"  not served: {keys.problem}", file=out)
+        elif not keys.current:
             print("  no certificate served yet", file=out)
-        for label, value, note in rows:
+        for label, value, note in rows if keys.hosts else []:
             for host in keys.hosts:
                 mark = _mark(value, found.get(host)) if check else ""
                 missing += label != "retired" and mark.strip() not in ("", "[present]")
+                checked += label != "retired"
                 print(f"  {label + ':':<9}{record_line(host, value)}{mark}", file=out)
             print(f"  {'':<9}; {note}", file=out)
         if not keys.hosts:
@@ -89,9 +93,16 @@ def dane_status_main(config: Config, out: TextIO, check: bool = False,
         if warning:
             print(f"  WARNING: {warning}", file=out)
         print("", file=out)
-    if not config.tls.dane.enabled:
+    if not le.enabled:
+        print("NOTE: [tls.letsencrypt] enabled = false: the key is the one in the files you "
+              "manage; publish a new key's record next to the current one before you replace "
+              "them", file=out)
+    elif not config.tls.dane.enabled:
         print("NOTE: [tls.dane] enabled = false: every renewal makes a new key (and needs a new "
               "record first); set it to true to keep keys", file=out)
+    if check and not checked:
+        print("; nothing to check: no key is served yet", file=out)
+        return EXIT_FAILURE
     if check:
         print(f"; {'all records present' if not missing else f'{missing} record(s) not published'}",
               file=out)
@@ -99,6 +110,14 @@ def dane_status_main(config: Config, out: TextIO, check: bool = False,
 
 
 def _needs_dane(config: Config, out: TextIO) -> bool:
+    """Is a rollover impossible with this configuration? (Said in one sentence.)"""
+    if not config.tls.letsencrypt.enabled:
+        print("error: a staged rollover renews elemta's own certificate from the ACME CA, but "
+              "[tls.letsencrypt] enabled = false: with a certificate you manage ([tls] "
+              "cert_file), publish the new key's TLSA record next to the current one "
+              "(`elemta dane status` prints it), wait for its TTL, then replace the files "
+              "and remove the old record.", file=out)
+        return True
     if config.tls.dane.enabled:
         return False
     print("error: [tls.dane] enabled = false: without it every renewal makes a new key anyway. "

@@ -58,6 +58,7 @@ class Details:
     key: str
     sha256_fingerprint: str
     tlsa: tuple[str, ...]
+    spki_sha256: str = ""  # of the public key: the value of its TLSA 3 1 1 records
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def tlsa_digests(infos: Sequence[CertInfo]) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def _variant(info: CertInfo) -> str:
+def variant_of(info: CertInfo) -> str:
+    """The live/ file variant of ``info`` ("rsa" for live/<name>.rsa.pem), else ""."""
     parsed = live_name(info.source.name) if info.kind == "live" else None
     return parsed[1] if parsed else ""
 
@@ -145,7 +147,7 @@ def describe(bundle: CertificateBundle, now: datetime) -> Details:
         serial=serial_hex(leaf), not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
         days_left=whole_days(remaining), time_left=time_left(remaining),
         key=key_description(leaf.public_key()),
-        sha256_fingerprint=fingerprint_sha256(leaf), tlsa=())
+        sha256_fingerprint=fingerprint_sha256(leaf), tlsa=(), spki_sha256=spki_sha256(leaf))
 
 
 def _inspect(source: Source, now: datetime) -> tuple[CertInfo, CertificateBundle | None]:
@@ -176,11 +178,11 @@ def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
             inspected.append(_inspect(boot, now))
     served = [(info, b) for info, b in inspected if b is not None]
     # live/<name>.rsa.pem is served with live/<name>.pem when both are servable (ServerTLS)
-    firsts = {_own_name(info): info.source for info, _ in served
-              if info.kind == "live" and not _variant(info)}
-    partner = {info.source: firsts[_own_name(info)] for info, _ in served
-               if _variant(info) and _own_name(info) in firsts}
-    table = build_table((Candidate(info.source, _own_name(info), dns_names(b.leaf))
+    firsts = {own_name(info): info.source for info, _ in served
+              if info.kind == "live" and not variant_of(info)}
+    partner = {info.source: firsts[own_name(info)] for info, _ in served
+               if variant_of(info) and own_name(info) in firsts}
+    table = build_table((Candidate(info.source, own_name(info), dns_names(b.leaf))
                          for info, b in served if info.source not in partner),
                         preferred_names(config))
     if table is None:
@@ -204,7 +206,9 @@ def certificate_report(config: Config, now: datetime) -> list[CertInfo]:
     return result
 
 
-def _own_name(info: CertInfo) -> str | None:
+def own_name(info: CertInfo) -> str | None:
+    """The name a live/ file stands for (live/<name>.pem, live/<name>.rsa.pem); None for
+    other files."""
     if info.kind != "live":
         return None
     parsed = live_name(info.source.name)
@@ -251,7 +255,7 @@ def name_report(config: Config, infos: Sequence[CertInfo]) -> tuple[list[str], l
                 f"extra_names, mta-sts.<domain> for [mta_sts]); {fix}"
                 for name in le.names
                 if not any(name_matches(n, name) for i in served for n in i.details.names)]  # type: ignore[union-attr]
-    own = next((i for i in served if i.kind == "live" and _own_name(i) == le.domain), None)
+    own = next((i for i in served if i.kind == "live" and own_name(i) == le.domain), None)
     warnings = []
     if own is not None and own.details is not None:
         extra = [n for n in own.details.names if n not in le.names]
@@ -275,7 +279,7 @@ def probe_name(info: CertInfo) -> str | None:
     """The SNI name that makes the daemon present ``info`` (None: send no SNI, for the default).
     For a rejected live/<name>.pem: its <name>, to see what the daemon kept serving for it."""
     if not info.served:
-        return _own_name(info)
+        return own_name(info)
     exact = [n for n in info.sni_names if not n.startswith("*.")]
     if exact:
         return exact[0]

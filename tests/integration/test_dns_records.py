@@ -113,8 +113,12 @@ def test_check_all_present_exits_0(setup: Setup) -> None:
     assert result.stdout.splitlines()[-1] == "; all records present"
 
 
-def test_bad_resolver_is_a_usage_error(setup: Setup) -> None:
-    """--resolver without a host says what to write (exit 2)."""
-    result = dns_records(setup, "--check", "--resolver", ":53")
-    assert result.returncode == 2
-    assert 'give the server\'s address, such as "127.0.0.1:53"' in result.stdout
+@pytest.mark.parametrize("value", [":53", "127.0.0.1", "localhost:53"])
+def test_bad_resolver_is_a_usage_error(setup: Setup, value: str) -> None:
+    """A --resolver that is not "IP:port" is a usage error before anything is printed: exit 2,
+    on stderr, saying what to write (as `config check` says it of [tls.dane] resolver)."""
+    result = dns_records(setup, "--check", "--resolver", value)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "usage: elemta dns records" in result.stderr
+    assert (f'argument --resolver: "{value}" is not a DNS server address: write the DNS '
+            'server\'s IP address and port, such as "127.0.0.1:53"') in result.stderr
