@@ -94,16 +94,16 @@ def retry_after(header: str | None, now: datetime) -> timedelta:
         return RETRY_DEFAULT
     text = header.strip()
     wait: timedelta | None = None
-    if text.isdigit():
-        wait = timedelta(seconds=int(text))
+    if text.isdigit():  # more than a day in seconds counts as a day, however many digits
+        wait = timedelta(seconds=int(text)) if len(text) <= 9 else RETRY_MAX
     else:
         try:
             when = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=timezone.utc)
+            wait = when - now
+        except (TypeError, ValueError, IndexError, OverflowError):
             return RETRY_DEFAULT
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        wait = when - now
     return min(max(wait, RETRY_MIN), RETRY_MAX)
 
 
@@ -115,8 +115,10 @@ def parse_renewal_info(body: bytes, headers: Mapping[str, str], now: datetime) -
         doc = json.loads(body)
         window = doc["suggestedWindow"]
         start, end = _time(window["start"]), _time(window["end"])
-    except (ValueError, KeyError, TypeError) as exc:
-        return Answer(None, now + RETRY_ERROR, error=f"unreadable renewalInfo: {exc}")
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        # OverflowError: a time out of range; RecursionError: JSON nested too deep
+        return Answer(None, now + RETRY_ERROR,
+                      error=f"unreadable renewalInfo: {exc or type(exc).__name__}")
     if end <= start:
         return Answer(None, now + RETRY_ERROR,
                       error=f"the suggested window ends ({end.isoformat()}) before it starts "

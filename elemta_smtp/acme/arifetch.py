@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -32,9 +33,18 @@ def _get(url: str, context: ssl.SSLContext, timeout: float) -> tuple[bytes, dict
         raise ValueError(f"{url!r} is not an http(s) URL")
     request = urllib.request.Request(url, headers={  # noqa: S310  (scheme checked above)
         "User-Agent": "elemta (ARI)", "Accept": "application/json"})
+    deadline = time.monotonic() + timeout  # in all, not per read: a server may trickle
     with urllib.request.urlopen(request, timeout=timeout,  # noqa: S310  (scheme checked above)
                                 context=context) as response:
-        return response.read(_LIMIT), {k.lower(): v for k, v in response.headers.items()}
+        body = b""
+        while len(body) < _LIMIT:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no whole answer within {timeout:g}s")
+            chunk = response.read1(_LIMIT - len(body))
+            if not chunk:
+                break
+            body += chunk
+        return body, {k.lower(): v for k, v in response.headers.items()}
 
 
 def renewal_info_url(directory_url: str, context: ssl.SSLContext,
@@ -53,6 +63,15 @@ def fetch(directory_url: str, ident: str, now: datetime, timeout: float = TIMEOU
           environ: Mapping[str, str] = os.environ) -> Answer:
     """Ask the CA of ``directory_url`` about certificate ``ident`` (``ari.cert_id``). Never
     raises: a failure is an ``Answer`` with ``error`` set (and the next try in an hour)."""
+    try:
+        return _fetch(directory_url, ident, now, timeout, environ)
+    except Exception as exc:  # a CA's answer must never stop a check
+        return Answer(None, now + RETRY_ERROR,
+                      error=f"cannot use the renewalInfo of {directory_url}: {_reason(exc)}")
+
+
+def _fetch(directory_url: str, ident: str, now: datetime, timeout: float,
+           environ: Mapping[str, str]) -> Answer:
     context = _context(environ)
     try:
         url = renewal_info_url(directory_url, context, timeout)

@@ -27,7 +27,8 @@ def load(path: Path) -> dict[str, Schedule]:
             raise ValueError(f"unknown version {doc.get('version') if isinstance(doc, dict) else doc!r}")
         return {str(slot): schedule_from_json(record)
                 for slot, record in dict(doc.get("certificates", {})).items()}
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # a time out of range, JSON nested too deep: broken all the same
         raise ValueError(str(exc) or type(exc).__name__) from None
 
 

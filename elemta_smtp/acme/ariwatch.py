@@ -47,7 +47,16 @@ class AriStep:
                      error=str(exc))
 
     async def decide(self, facts: CertFacts, now: datetime) -> ari.AriDecision:
-        """Fetch if due, then: is the renewal due by the CA's window?"""
+        """Fetch if due, then: is the renewal due by the CA's window? Whatever goes wrong
+        here, the days rule still decides (no decision by the CA), and the check goes on."""
+        try:
+            return await self._decide(facts, now)
+        except Exception:  # the renewal must never depend on this step
+            log.failure("the CA's renewal information (ARI) could not be used for {domain}; "
+                        "renewing by [tls.renewal] renewal_days", domain=self._slot.domain)
+            return ari.AriDecision(False, None, None)
+
+    async def _decide(self, facts: CertFacts, now: datetime) -> ari.AriDecision:
         if self._source is None or not facts.ari_id:
             return ari.AriDecision(False, None, None)
         if ari.fetch_due(self.schedule, facts.ari_id, now):

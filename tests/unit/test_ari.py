@@ -94,3 +94,24 @@ def test_schedule_survives_json() -> None:
     """A schedule written to ari.json reads back the same (the moment survives a restart)."""
     schedule = ari.update(None, "id", ari.Answer(WINDOW, T0), draw=lambda a, b: 10.0)
     assert ari.schedule_from_json(ari.schedule_to_json(schedule)) == schedule
+
+
+NOW = datetime(2026, 11, 30, tzinfo=timezone.utc)
+
+
+def test_a_huge_retry_after_counts_as_a_day() -> None:
+    """Retry-After of 40 digits, or an HTTP date in year 9999, is clamped, not an error."""
+    assert ari.retry_after("9" * 40, NOW) == ari.RETRY_MAX
+    assert ari.retry_after("Fri, 31 Dec 9999 23:59:59 -0500", NOW) in (ari.RETRY_MAX,
+                                                                       ari.RETRY_DEFAULT)
+
+
+def test_renewal_info_out_of_range_or_too_deep_is_unreadable_not_an_exception() -> None:
+    """A window time out of range and JSON nested 100,000 deep are unreadable answers
+    (asked again later), never an exception out of the parser."""
+    out_of_range = (b'{"suggestedWindow": {"start": "9999-12-31T23:59:59-05:00", '
+                    b'"end": "9999-12-31T23:59:59-05:00"}}')
+    for body in (out_of_range, b"[" * 100_000):
+        answer = ari.parse_renewal_info(body, {}, NOW)
+        assert answer.window is None and answer.error.startswith("unreadable renewalInfo")
+        assert answer.next_fetch == NOW + ari.RETRY_ERROR

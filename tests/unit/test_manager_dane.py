@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import capturedLogs
 
 from elemta_smtp.acme import ari
@@ -198,3 +198,25 @@ def test_no_renewal_info_falls_back_to_days_rule(tmp_path: Path) -> None:
     [renew] = world.runner.calls
     assert "--force-renewal" not in renew
     assert messages(logs).count("offers no renewal information (ARI)") == 1
+
+
+class BrokenSource:
+    """Renewal information whose fetch fails with an unexpected exception."""
+
+    def fetch(self, directory_url: str, ident: str, now: datetime) -> Deferred[ari.Answer]:
+        return fail(OverflowError("date value out of range"))
+
+
+def test_a_failing_ari_step_leaves_the_days_rule_in_charge(tmp_path: Path) -> None:
+    """An exception from the ARI step (any kind) is logged, and the certificate is still
+    renewed by renewal_days and the check completes (it stopped every check)."""
+    world = setup(tmp_path, ari_source=BrokenSource())
+    world.cert = facts("0a", T0, ari_id="id-0a")
+    world.manager.startService()
+    with capturedLogs() as logs:
+        world.advance_to(T0 + timedelta(days=60, hours=1))
+    [renew] = world.runner.calls
+    assert "renew" in renew
+    said = messages(logs)
+    assert "the CA's renewal information (ARI) could not be used" in said
+    assert "certificate check failed unexpectedly" not in said
