@@ -4,11 +4,13 @@ the CA's document, the moment drawn once per window, and when a renewal is due."
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from elemta_smtp.acme import ari
+from elemta_smtp.acme import ari, aristore
 from tests.certs import make_ca, make_leaf
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -115,3 +117,14 @@ def test_renewal_info_out_of_range_or_too_deep_is_unreadable_not_an_exception() 
         answer = ari.parse_renewal_info(body, {}, NOW)
         assert answer.window is None and answer.error.startswith("unreadable renewalInfo")
         assert answer.next_fetch == NOW + ari.RETRY_ERROR
+
+
+def test_a_broken_ari_json_is_a_value_error_the_manager_ignores(tmp_path: Path) -> None:
+    """ari.json with a time out of range or nested 100,000 deep: ``load`` raises ValueError
+    (AriStep.load then warns and asks the CA again), nothing else (it stopped the daemon)."""
+    path = tmp_path / "ari.json"
+    for text in ('{"version": 1, "certificates": {"mail.example.com": {"cert_id": "x", '
+                 '"next_fetch": "9999-12-31T23:59:59-05:00"}}}', "[" * 100_000):
+        path.write_text(text)
+        with pytest.raises(ValueError):
+            aristore.load(path)
