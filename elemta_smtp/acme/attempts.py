@@ -14,7 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from elemta_smtp.acme.renewal import retry_delay
+from elemta_smtp.acme.rollover import RolloverError, put_back_interrupted
 from elemta_smtp.acme.runner import RunResult
+from elemta_smtp.acme.slots import Slot
 from elemta_smtp.cache.lineages import Lineage, User, renewal_blocker
 from elemta_smtp.cluster.issuance import GO, Permit
 from elemta_smtp.config import Config
@@ -71,16 +73,28 @@ class IssuanceLock:
 
 
 class RenewalAccess:
-    """Can this process renew a lineage (certbot's folders may be another user's)? Said
-    once per certificate and lineage; the expiry notices remain the backstop."""
+    """Can this process renew a lineage (certbot's folders may be another user's; an
+    interrupted rollover must be undone first)? Said once per certificate and lineage; the
+    expiry notices remain the backstop."""
 
-    def __init__(self, config: Config, user: User) -> None:
+    def __init__(self, config: Config, user: User, slot: Slot) -> None:
         self._config = config
         self._user = user
+        self._slot = slot
         self._logged: set[tuple[str, str]] = set()
 
     def blocked(self, serial: str, lineage: Lineage) -> bool:
         le = self._config.tls.letsencrypt
+        try:  # a `dane rollover finish` killed while the next key was in the lineage
+            restored = put_back_interrupted(le.cache_dir, self._slot.domain, self._slot.variant)
+        except RolloverError as exc:
+            if (serial, "rollover") not in self._logged:
+                self._logged.add((serial, "rollover"))
+                log.error("not renewing: {error}", error=str(exc))
+            return True
+        if restored is not None:
+            log.warn("put certbot's own key back into {path}: an interrupted `elemta dane "
+                     "rollover finish` had left the next key there", path=str(restored))
         blocker = renewal_blocker(lineage, self._user, cache_dir=le.cache_dir, domain=le.domain,
                                   config_path=self._config.path)
         if blocker is None:

@@ -130,7 +130,8 @@ class CertManager(Service):
         self._force_next_acquire = False
         self._capped_logged: set[str] = set()
         self._mismatch_logged: set[str] = set()
-        self._access = RenewalAccess(config, user if user is not None else current_user())
+        self._access = RenewalAccess(config, user if user is not None else current_user(),
+                                     self.slot)
 
     # --- time ---
 

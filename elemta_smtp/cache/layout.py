@@ -105,6 +105,14 @@ def rollover_path(cache_dir: Path, name: str, variant: str = "") -> Path:
     return dane_dir(cache_dir) / f"{live.name[:-len('.pem')]}.rollover.json"
 
 
+def swapped_key_path(cache_dir: Path, name: str, variant: str = "") -> Path:
+    """``dane/<name>[.<variant>].lineage-key.json``: while ``elemta dane rollover finish``
+    runs certbot, which file of certbot's lineage holds the next key, and that file's own
+    key (0600), so that a finish killed meanwhile can be undone later."""
+    live = certificate_path(cache_dir, name, variant)
+    return dane_dir(cache_dir) / f"{live.name[:-len('.pem')]}.lineage-key.json"
+
+
 def ari_path(cache_dir: Path) -> Path:
     """``ari.json``: the renewal windows the CA suggested (ACME Renewal Information, RFC 9773)
     and the moment chosen in each, by certificate."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from elemta_smtp.acme.blocking import run_blocking
+from elemta_smtp.acme.rollover import RolloverError, put_back_interrupted
 from elemta_smtp.acme.runner import key_change_args, renew_command
 from elemta_smtp.acme.slots import KEY_WORDS, Slot, primary, slots
 from elemta_smtp.cache import live
@@ -41,14 +42,15 @@ def cert_renew_main(config: Config, out: TextIO, if_due: bool = False) -> int:
     key is kept (certbot --reuse-key)."""
     status = EXIT_OK
     for slot in slots(config):
-        status = max(status, renew_slot(config, slot, out, if_due))
+        status = max(status, renew_slot(config, slot, out, if_due=if_due))
     return status
 
 
-def renew_slot(config: Config, slot: Slot, out: TextIO, if_due: bool = False,
-               key_args: list[str] | None = None) -> int:
+def renew_slot(config: Config, slot: Slot, out: TextIO, *, if_due: bool = False,
+               key_args: list[str] | None = None, rollover: bool = False) -> int:
     """``cert renew`` for one certificate (see ``cert_renew_main``); ``key_args`` replace the
-    key options a changed key_type calls for (a rollover passes its own)."""
+    key options a changed key_type calls for. ``rollover``: called by ``elemta dane rollover
+    finish`` with the next key in the lineage (it passes its own key options)."""
     le = config.tls.letsencrypt
     prefix = f"{KEY_WORDS[slot.key_type]} certificate: " if slot.is_companion else ""
 
@@ -56,6 +58,15 @@ def renew_slot(config: Config, slot: Slot, out: TextIO, if_due: bool = False,
         print(f"{prefix}{line}", file=out)
 
     path = slot.live_path(le.cache_dir)
+    try:  # a `dane rollover finish` killed while the next key was in certbot's lineage
+        restored = None if rollover else put_back_interrupted(le.cache_dir, slot.domain,
+                                                              slot.variant)
+    except RolloverError as exc:
+        say(f"error: {exc}")
+        return EXIT_FAILURE
+    if restored is not None:
+        say(f"put certbot's own key back into {restored}: an interrupted `elemta dane rollover "
+            "finish` had left the next key there")
     old = cached_certificate(config, slot)
     lineage = lineage_for(le.cache_dir, old.names if old else (le.domain,), slot.cert_name,
                           slot.variant)
@@ -63,6 +74,13 @@ def renew_slot(config: Config, slot: Slot, out: TextIO, if_due: bool = False,
         say(f"no certificate for {le.domain} in {path} yet")
     else:
         say(f"current: serial {old.serial}, not after {old.not_after.isoformat()}")
+    if slot.is_companion and config.tls.dane.enabled and old is None and not rollover:
+        # its lineage may exist (a finish that failed after making it) with a key never
+        # published: only a rollover brings this certificate
+        say(f"nothing to renew: with [tls.dane] enabled the {slot.what} is obtained by a "
+            "staged rollover (`elemta dane rollover start`, then `finish`), which publishes "
+            "its key first")
+        return EXIT_OK
     if not lineage.renewal_conf.is_file():
         if slot.is_companion and config.tls.dane.enabled:
             say(f"nothing to renew: with [tls.dane] enabled the {slot.what} is obtained by a "

@@ -10,17 +10,20 @@ that can go.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import signal
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TextIO
 
 from elemta_smtp.acme.blocking import run_blocking
 from elemta_smtp.acme.dane import key_value, record_line
 from elemta_smtp.acme.danekeys import SlotKeys, reuse_warning, slot_keys
-from elemta_smtp.acme.rollover import RolloverError, next_key_in_lineage
+from elemta_smtp.acme.rollover import RolloverError, next_key_in_lineage, put_back_interrupted
 from elemta_smtp.acme.runner import certonly_command
 from elemta_smtp.acme.slots import KEY_WORDS, Slot, slots
 from elemta_smtp.cache import dane as store
+from elemta_smtp.cache.layout import swapped_key_path
 from elemta_smtp.cache.lineages import certbot_user, lineage_for
 from elemta_smtp.commands.cert_renew import EXIT_FAILURE, EXIT_OK, cached_certificate, renew_slot
 from elemta_smtp.config import Config
@@ -183,6 +186,16 @@ def rollover_finish_main(config: Config, out: TextIO, force: bool = False,
     if _needs_dane(config, out):
         return EXIT_FAILURE
     resolver = resolver or config.tls.dane.resolver or None
+    for slot in slots(config):
+        try:
+            restored = put_back_interrupted(config.tls.letsencrypt.cache_dir, slot.domain,
+                                            slot.variant)
+        except RolloverError as exc:
+            print(f"error: {exc}", file=out)
+            return EXIT_FAILURE
+        if restored is not None:
+            print(f"put certbot's own key back into {restored}: the previous `elemta dane "
+                  "rollover finish` was interrupted", file=out)
     pending = [k for k in (slot_keys(config, s) for s in slots(config)) if k.next]
     if not pending:
         print("error: no rollover is under way: start one with `elemta dane rollover start`",
@@ -202,9 +215,25 @@ def rollover_finish_main(config: Config, out: TextIO, force: bool = False,
                   "dane rollover finish` again (--force skips this check).", file=out)
             return EXIT_FAILURE
     status = EXIT_OK
-    for keys in pending:
-        status = max(status, _finish(config, keys, out))
+    with _signals_end_the_block():
+        for keys in pending:
+            status = max(status, _finish(config, keys, out))
     return status
+
+
+@contextmanager
+def _signals_end_the_block() -> Iterator[None]:
+    """SIGTERM and SIGHUP (systemd, `timeout`, a closed terminal) end the block like an
+    exception, so that certbot's lineage gets its own key back before the process ends."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _unpublished(pending: Sequence[SlotKeys], resolver: str | None) -> list[str]:
@@ -231,8 +260,9 @@ def _finish(config: Config, keys: SlotKeys, out: TextIO) -> int:
         return EXIT_FAILURE
     key_args = ["--key-type", store.key_type_of(pem)]
     try:
-        with next_key_in_lineage(lineage, pem):
-            status = renew_slot(config, slot, out, key_args=key_args)
+        with next_key_in_lineage(lineage, pem, swapped_key_path(le.cache_dir, slot.domain,
+                                                                  slot.variant)):
+            status = renew_slot(config, slot, out, key_args=key_args, rollover=True)
     except (RolloverError, ElemtaError) as exc:
         print(f"error: {exc}", file=out)
         return EXIT_FAILURE

@@ -9,6 +9,7 @@ import email.policy
 import hashlib
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -199,3 +200,59 @@ def test_check_dns_mails_once_per_key(start_pebble: StartPebble, elemta_setup: S
             info = elemta(elemta_setup, pebble, "cert", "info")
             assert "PROBLEM" in info.stdout and "matches no published TLSA record" in info.stdout, \
                 info.stdout
+
+
+def _certbot_child(pid: int) -> bool:
+    """Is a certbot running as a child of process ``pid``?"""
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    command = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == pid and b"certbot" in command:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_finish_never_serves_an_unplanned_key(pebble: Pebble, elemta_setup: Setup,
+                                                       sig: signal.Signals) -> None:
+    """`rollover finish` killed while its certbot runs with the next key in certbot's lineage:
+    SIGTERM puts the lineage's own key back at once; after SIGKILL the next `elemta cert renew`
+    does, before certbot runs. That renewal keeps serving the current key, and the rollover
+    is still under way (its next key kept)."""
+    write_dane_config(elemta_setup, pebble)
+    with dane_daemon(elemta_setup, pebble):
+        current = tlsa(served_certificate(elemta_setup, cafile=pebble.root_path))
+        assert elemta(elemta_setup, pebble, "dane", "rollover", "start").returncode == 0
+        lineage_key = (elemta_setup.cache_dir / "certbot" / "config" / "live" / DOMAIN /
+                       "privkey.pem").resolve()
+        own_key = lineage_key.read_bytes()
+        finish = subprocess.Popen(
+            elemta_command("dane", "rollover", "finish", "--force", "-c",
+                           str(elemta_setup.config_path)),
+            env={**os.environ, "REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            record = elemta_setup.cache_dir / "dane" / f"{DOMAIN}.lineage-key.json"
+            wait_until(lambda: record.exists() and _certbot_child(finish.pid),
+                       "finish's certbot running with the next key in the lineage", timeout=30)
+            finish.send_signal(sig)
+            assert finish.wait(30) != 0
+        finally:
+            if finish.poll() is None:
+                finish.kill()
+                finish.wait()
+        swapped = lineage_key.read_bytes() != own_key
+        assert swapped == (sig == signal.SIGKILL)  # SIGTERM: put back before it ended
+        renewed = elemta(elemta_setup, pebble, "cert", "renew")
+        assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+        assert ("put certbot's own key back" in renewed.stdout) == swapped
+        assert lineage_key.read_bytes() == own_key
+        assert tlsa(served_certificate(elemta_setup, cafile=pebble.root_path)) == current
+        status = elemta(elemta_setup, pebble, "dane", "status")
+        assert "next:" in status.stdout and "rollover started" in status.stdout

@@ -12,6 +12,7 @@ import pytest
 
 from elemta_smtp.acme.dane import key_value
 from elemta_smtp.cache import live
+from elemta_smtp.cache.lineages import own_lineage
 from tests.certs import make_ca, make_leaf, utcnow
 from tests.dnsserver import running_dns
 from tests.support import Setup, elemta_command
@@ -158,3 +159,22 @@ def test_a_bad_resolver_is_a_usage_error_before_any_output(setup: tuple[Setup, s
     done = run(s, "dane", "status", "--check", "--resolver", "127.0.0.1")
     assert done.returncode == 2 and done.stdout == ""
     assert '"127.0.0.1" is not a DNS server address' in done.stderr
+
+
+def test_an_rsa_lineage_without_a_served_certificate_is_not_renewed(tmp_path: Path) -> None:
+    """key_type = "ecdsa+rsa" with DANE, the RSA lineage made by a `finish` that then failed
+    (its key never published) and no RSA certificate served: `elemta cert renew` does not
+    renew it (that would serve an unpublished key); only a rollover brings it."""
+    s = Setup(tmp_path)
+    s.write({"tls.letsencrypt": {"enabled": True, "email": "a@example.com",
+                                 "key_type": "ecdsa+rsa"},
+             "tls.dane": {"enabled": True}})
+    ecdsa = make_leaf(make_ca(), ["mail.example.com"])
+    live.write_certificate(s.cache_dir, "mail.example.com", ecdsa.key_pem, ecdsa.fullchain_pem)
+    conf = own_lineage(s.cache_dir, "mail.example.com-rsa").renewal_conf
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("version = 5.8.0\n")
+    done = run(s, "cert", "renew")
+    assert ("RSA certificate: nothing to renew: with [tls.dane] enabled the RSA certificate is "
+            "obtained by a staged rollover") in done.stdout, done.stdout
+    assert "renewing mail.example.com-rsa" not in done.stdout

@@ -5,19 +5,23 @@ and put back whatever happens, the [tls.dane] settings, and the key options of a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from twisted.logger import capturedLogs, formatEvent
 
+from elemta_smtp.acme import rollover
+from elemta_smtp.acme.attempts import RenewalAccess
 from elemta_smtp.acme.dane import check_names, key_value, matches, mismatch_sentence
-from elemta_smtp.acme.rollover import RolloverError, next_key_in_lineage
+from elemta_smtp.acme.rollover import RolloverError, next_key_in_lineage, put_back
 from elemta_smtp.acme.runner import key_change_args
 from elemta_smtp.acme.slots import slots
 from elemta_smtp.cache import dane as store
-from elemta_smtp.cache.layout import certificate_path, live_name, next_key_path
-from elemta_smtp.cache.lineages import own_lineage
+from elemta_smtp.cache.layout import certificate_path, live_name, next_key_path, swapped_key_path
+from elemta_smtp.cache.lineages import current_user, own_lineage
 from elemta_smtp.config import ConfigError, parse_config
 from tests.certs import make_ca, make_leaf
 
@@ -100,22 +104,49 @@ def _lineage(tmp_path: Path) -> tuple[object, Path]:
 
 
 def test_next_key_swapped_in_and_restored(tmp_path: Path) -> None:
-    """Inside the block certbot's current key file holds the next key; afterwards, and also
-    when the block fails (certbot failed), it holds its own key again, same mode."""
+    """Inside the block certbot's current key file holds the next key and the record (0600)
+    keeps its own; afterwards, and also when the block fails (certbot failed), it holds its
+    own key again, same mode, and the record is gone."""
     lineage, key = _lineage(tmp_path)
-    with next_key_in_lineage(lineage, b"NEXT KEY"):  # type: ignore[arg-type]
+    record = tmp_path / "lineage-key.json"
+    with next_key_in_lineage(lineage, b"NEXT KEY", record):  # type: ignore[arg-type]
         assert key.read_bytes() == b"NEXT KEY"
-    assert key.read_bytes() == b"OLD KEY"
-    with pytest.raises(RuntimeError), next_key_in_lineage(lineage, b"NEXT KEY"):  # type: ignore[arg-type]
+        assert record.stat().st_mode & 0o777 == 0o600
+    assert key.read_bytes() == b"OLD KEY" and not record.exists()
+    with pytest.raises(RuntimeError), \
+            next_key_in_lineage(lineage, b"NEXT KEY", record):  # type: ignore[arg-type]
         raise RuntimeError("certbot failed")
     assert key.read_bytes() == b"OLD KEY"
     assert key.stat().st_mode & 0o777 == 0o600
 
 
+def test_a_killed_swap_is_put_back_later(tmp_path: Path) -> None:
+    """The process dies inside the block (its finally never runs, as under SIGKILL): the
+    lineage key file still holds the next key; ``put_back`` restores its own key and mode
+    from the record, removes the record, and is a no-op afterwards."""
+    lineage, key = _lineage(tmp_path)
+    record = tmp_path / "lineage-key.json"
+    swap = next_key_in_lineage(lineage, b"NEXT KEY", record)  # type: ignore[arg-type]
+    swap.__enter__()  # never left: the process was killed here
+    assert key.read_bytes() == b"NEXT KEY"
+    assert put_back(record) == key
+    assert key.read_bytes() == b"OLD KEY" and key.stat().st_mode & 0o777 == 0o600
+    assert not record.exists() and put_back(record) is None
+
+
+def test_a_broken_swap_record_is_a_clear_error(tmp_path: Path) -> None:
+    """A record that cannot be read as one says what to check and what to delete."""
+    record = tmp_path / "lineage-key.json"
+    record.write_text("[" * 100_000)
+    with pytest.raises(RolloverError, match=r"compare the lineage's privkey\.pem"):
+        put_back(record)
+
+
 def test_next_key_refused_without_lineage(tmp_path: Path) -> None:
     """No certbot lineage to swap into: a clear error saying to renew once first."""
     with pytest.raises(RolloverError, match="elemta cert renew"), \
-            next_key_in_lineage(own_lineage(tmp_path, "mail.example.com"), b"K"):
+            next_key_in_lineage(own_lineage(tmp_path, "mail.example.com"), b"K",
+                                tmp_path / "record.json"):
         pass
 
 
@@ -154,3 +185,45 @@ def test_dual_certificates_refused_in_a_cluster() -> None:
     with pytest.raises(ConfigError, match="cannot be shared through"):
         _config('[tls.letsencrypt]\nkey_type = "ecdsa+rsa"\n'
                 '[cluster]\nredis_url = "redis://127.0.0.1:6379/0"\n')
+
+
+def test_a_finish_still_running_is_not_undone(tmp_path: Path) -> None:
+    """The record of a finish whose process still runs (its pid and start time: here this
+    test's parent process) is left alone, put_back saying to try again when it has ended; a
+    record whose pid now belongs to a process started at another time (the pid was reused:
+    the finish is gone) is undone."""
+    lineage, key = _lineage(tmp_path)
+    record = tmp_path / "lineage-key.json"
+    swap = next_key_in_lineage(lineage, b"NEXT KEY", record)  # type: ignore[arg-type]
+    swap.__enter__()
+    running = os.getppid()
+    doc = json.loads(record.read_text())
+    record.write_text(json.dumps({**doc, "pid": running, "started": rollover._started(running)}))
+    with pytest.raises(RolloverError, match=f"pid {running}"):
+        put_back(record)
+    assert key.read_bytes() == b"NEXT KEY"
+    record.write_text(json.dumps({**doc, "pid": running, "started": 1}))
+    assert put_back(record) == key and key.read_bytes() == b"OLD KEY"
+
+
+def test_the_daemon_puts_an_interrupted_swap_back_before_renewing(tmp_path: Path) -> None:
+    """The manager's renewal gate (RenewalAccess) undoes a killed finish's swap before
+    certbot runs, and says so; a broken record blocks the renewal (said once) instead."""
+    config = parse_config(f'[server]\nhostname = "mail.example.com"\n[tls.letsencrypt]\n'
+                          f'cache_dir = "{tmp_path}"\n', str(tmp_path / "e.toml"), tmp_path)
+    lineage, key = _lineage(tmp_path)
+    record = swapped_key_path(tmp_path, "mail.example.com")
+    record.parent.mkdir(mode=0o700, exist_ok=True)
+    swap = next_key_in_lineage(lineage, b"NEXT KEY", record)  # type: ignore[arg-type]
+    swap.__enter__()  # never left (kept referenced: a collected generator would clean up)
+    assert key.read_bytes() == b"NEXT KEY"
+    access = RenewalAccess(config, current_user(), slots(config)[0])
+    with capturedLogs() as logs:
+        assert not access.blocked("0a", lineage)  # type: ignore[arg-type]
+    assert key.read_bytes() == b"OLD KEY" and not record.exists()
+    assert any("put certbot's own key back into" in formatEvent(e) for e in logs)
+    record.write_text("{broken")
+    with capturedLogs() as logs:
+        assert access.blocked("0a", lineage)  # type: ignore[arg-type]
+        assert access.blocked("0a", lineage)  # type: ignore[arg-type]
+    assert sum("not renewing:" in formatEvent(e) for e in logs) == 1
