@@ -113,7 +113,8 @@ def read_rollover(cache_dir: Path, name: str, variant: str = "") -> Rollover | N
         assert started is not None
         return Rollover(started, str(raw["current"]), str(raw["next"]), str(raw["key_type"]),
                         _time(raw.get("finished")), str(raw.get("retired", "")))
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+    except (OSError, ValueError, KeyError, TypeError, AssertionError, OverflowError,
+            RecursionError):  # RecursionError: JSON nested too deep
         return None
 
 

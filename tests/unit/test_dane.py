@@ -227,3 +227,12 @@ def test_the_daemon_puts_an_interrupted_swap_back_before_renewing(tmp_path: Path
         assert access.blocked("0a", lineage)  # type: ignore[arg-type]
         assert access.blocked("0a", lineage)  # type: ignore[arg-type]
     assert sum("not renewing:" in formatEvent(e) for e in logs) == 1
+
+
+def test_a_broken_rollover_record_reads_as_none(tmp_path: Path) -> None:
+    """rollover.json nested 100,000 deep reads as no record (it escaped as RecursionError
+    into every command and every daemon check)."""
+    path = tmp_path / "dane" / "mail.example.com.rollover.json"
+    path.parent.mkdir()
+    path.write_text("[" * 100_000)
+    assert store.read_rollover(tmp_path, "mail.example.com") is None
