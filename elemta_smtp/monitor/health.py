@@ -1,7 +1,8 @@
 """Is the daemon healthy? A pure decision over what the daemon serves right now.
 
 Healthy: every listener is up, the daemon is not stopping, and (with TLS on) a valid
-certificate other than the self-signed bootstrap one is served for the domain. The
+certificate other than the self-signed bootstrap one is served for the domain (with
+key_type = "ecdsa+rsa": one of each key type served). The
 bootstrap certificate always means unhealthy: mail servers that verify TLS refuse it.
 """
 
@@ -70,6 +71,24 @@ def _certificate_problem(served: Sequence[ServedCertificate], domain: str,
             else f"no certificate is served for {domain}")
 
 
+def _kind_problem(served: Sequence[ServedCertificate], valid: Sequence[ServedCertificate],
+                  domain: str, now: datetime) -> str | None:
+    """With two certificates for the domain (key_type = "ecdsa+rsa"), each key type served
+    must have a valid one: a client gets the one its algorithms allow, an expired one too."""
+    for cert in served:
+        kind = cert.key_kind
+        if cert.is_bootstrap or not kind or not covers(cert.names, domain):
+            continue
+        if not any(c.key_kind == kind for c in valid):
+            word = kind.upper()
+            if now >= cert.not_after:
+                return (f"the {word} certificate for {domain} expired at "
+                        f"{cert.not_after.isoformat()}")
+            return (f"the {word} certificate for {domain} is not valid before "
+                    f"{cert.not_before.isoformat()}")
+    return None
+
+
 def check_health(listeners: Sequence[ListenerState], served: Sequence[ServedCertificate],
                  domain: str | None, now: datetime, stopping: bool = False) -> Health:
     """The verdict. ``domain`` is None when TLS is off (no certificate is needed)."""
@@ -89,8 +108,10 @@ def check_health(listeners: Sequence[ListenerState], served: Sequence[ServedCert
         valid = [c for c in served if _valid(c, domain, now)]
         if valid:
             body["certificate"] = _describe(max(valid, key=lambda c: c.not_after), now)
-        elif problem is None:
+        if not valid and problem is None:
             problem = _certificate_problem(served, domain, now)
+        elif problem is None:
+            problem = _kind_problem(served, valid, domain, now)
     if problem is not None:
         return Health(False, problem, {"status": "unhealthy", "reason": problem, **body})
     return Health(True, "ok", {"status": "ok", **body})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -218,3 +219,17 @@ def test_the_readme_documents_every_metric_and_label() -> None:
     labels |= {"name", "reason", "kind", "type", "result", "listener", "version"}
     for label in labels - {"le"}:
         assert f"``{label}``" in readme, label
+
+
+def test_an_expired_certificate_of_one_key_type_is_unhealthy() -> None:
+    """key_type = "ecdsa+rsa": a valid RSA certificate does not make up for an expired ECDSA
+    one (most clients get the ECDSA one): 503 naming it; both valid: 200; an RSA one not
+    served at all (a DANE rollover will bring it) is no problem."""
+    ecdsa = replace(served(days_left=-1), key_kind="ecdsa")
+    rsa = replace(served(days_left=80), key_kind="rsa", key_type="rsa-2048", variant="rsa")
+    verdict = check_health(UP, [ecdsa, rsa], DOMAIN, NOW)
+    assert verdict.status == 503
+    assert verdict.reason.startswith(f"the ECDSA certificate for {DOMAIN} expired at")
+    fresh = replace(ecdsa, not_after=NOW + timedelta(days=10))
+    assert check_health(UP, [fresh, rsa], DOMAIN, NOW).status == 200
+    assert check_health(UP, [fresh], DOMAIN, NOW).status == 200
