@@ -39,19 +39,28 @@ def _answer(method: str, status: int, body: bytes, content_type: str,
     return Answer(status, headers, b"" if method == "HEAD" else body, close)
 
 
+def _path(target: str) -> str:
+    """The path of a request target, origin form or absolute form."""
+    if target.lower().startswith(("http://", "https://")):
+        rest = target.split("//", 1)[1]
+        target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    return target.split("?", 1)[0]
+
+
 def answer(method: str, target: str, version: str, hosts: Sequence[str | bytes], *,
            metrics: Callable[[], bytes], health: Callable[[], Health]) -> Answer:
     """What the request ``method target version`` (with these Host values) gets:
     HTTP/1.1 without exactly one Host: 400, closed; not GET or HEAD: 405; ``/metrics``:
     200 and the text format; ``/healthz``: 200 or 503 and the JSON verdict; else 404.
-    A query string is ignored."""
+    A query string is ignored; the absolute form (``GET http://host:9465/metrics``, RFC 9112
+    3.2.2) is read like the origin form."""
     problem = host_problem(version, hosts)
     if problem is not None:
         return _answer(method, 400, f"bad request: {problem}\n".encode(), PLAIN_UTF8,
                        ("Connection", "close"), close=True)
     if method not in ("GET", "HEAD"):
         return _answer(method, 405, b"method not allowed\n", PLAIN_UTF8, ("Allow", "GET, HEAD"))
-    path = target.split("?", 1)[0]
+    path = _path(target)
     if path == "/metrics":
         return _answer(method, 200, metrics(), METRICS_TYPE)
     if path == "/healthz":

@@ -233,3 +233,11 @@ def test_an_expired_certificate_of_one_key_type_is_unhealthy() -> None:
     fresh = replace(ecdsa, not_after=NOW + timedelta(days=10))
     assert check_health(UP, [fresh, rsa], DOMAIN, NOW).status == 200
     assert check_health(UP, [fresh], DOMAIN, NOW).status == 200
+
+
+def test_the_absolute_form_is_read_like_the_origin_form() -> None:
+    """GET http://mx:9465/metrics (RFC 9112 absolute form, as proxies send it) is /metrics;
+    http://mx:9465 alone is / (404); a query string is ignored there too."""
+    assert _answer("GET", "http://mx:9465/metrics").status == 200
+    assert _answer("GET", "HTTP://mx:9465/healthz?verbose=1").status == 200
+    assert _answer("GET", "http://mx:9465").status == 404
