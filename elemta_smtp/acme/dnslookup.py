@@ -7,6 +7,7 @@ asks only that server (tests run their own on 127.0.0.1).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import dns.exception
@@ -57,16 +58,26 @@ def _text(rdata: object, rtype: str) -> str:
     return str(data)
 
 
+#: Resolvers that did not answer at all (a time-out), and how: later look-ups through them
+#: (one command's run: each run makes its own resolver) fail at once instead of waiting again.
+_SILENT: weakref.WeakKeyDictionary[dns.resolver.Resolver, str] = weakref.WeakKeyDictionary()
+
+
 def lookup(server: dns.resolver.Resolver, name: str, rtype: str) -> Found:
-    """The records of type ``rtype`` for ``name`` (CNAMEs followed)."""
+    """The records of type ``rtype`` for ``name`` (CNAMEs followed). Once the server has not
+    answered at all (timed out), the next look-ups through ``server`` fail at once, saying so."""
+    silent = _SILENT.get(server)
+    if silent is not None:
+        return Found(error=f"{silent} (not asked again)")
     try:
         answer = server.resolve(name, rtype, raise_on_no_answer=False, search=False)
     except dns.resolver.NXDOMAIN:
         return Found()
-    except dns.resolver.NoNameservers as exc:
+    except dns.resolver.NoNameservers as exc:  # e.g. SERVFAIL for this name: ask on
         return Found(error=f"no name server answered ({exc})")
     except dns.exception.Timeout:
-        return Found(error=f"no answer within {server.lifetime:g}s")
+        _SILENT[server] = f"no answer within {server.lifetime:g}s"
+        return Found(error=_SILENT[server])
     except dns.exception.DNSException as exc:
         return Found(error=str(exc) or type(exc).__name__)
     wanted = dns.rdatatype.from_text(rtype)

@@ -3,6 +3,7 @@ server on 127.0.0.1 holding a mix of right, wrong and missing records."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -122,3 +123,16 @@ def test_bad_resolver_is_a_usage_error(setup: Setup, value: str) -> None:
     assert "usage: elemta dns records" in result.stderr
     assert (f'argument --resolver: "{value}" is not a DNS server address: write the DNS '
             'server\'s IP address and port, such as "127.0.0.1:53"') in result.stderr
+
+
+def test_a_silent_resolver_is_waited_for_once(setup: Setup) -> None:
+    """--resolver pointing at a port where nothing answers: the first look-up waits its 3 s,
+    every other record is marked with the same reason without being asked again (each record
+    waited its own 3 s)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))  # bound, never read: queries go unanswered
+        result = dns_records(setup, "--check", "--resolver", f"127.0.0.1:{hole.getsockname()[1]}")
+    assert result.returncode == 1
+    assert result.stdout.count("no answer within 3s") == 1 + result.stdout.count(
+        "no answer within 3s (not asked again)"), result.stdout
+    assert result.stdout.count("(not asked again)") >= 2
