@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from elemta_smtp.acme.dane import NameCheck, mismatch_sentence, mx_hosts, owner, record_line
 from elemta_smtp.acme.notifier import Notifier
 from elemta_smtp.acme.renewal import CertFacts
-from elemta_smtp.acme.slots import Slot
+from elemta_smtp.acme.slots import KEY_WORDS, Slot
 from elemta_smtp.cache.dane import read_rollover
 from elemta_smtp.cache.state import Event
 from elemta_smtp.config import Config
@@ -78,8 +78,9 @@ class DaneStep:
                 self._said.add(key)
                 log.warn("DANE: {sentence}", sentence=sentence[:1].upper() + sentence[1:])
             self._notifier.add_once(Event(id=key, kind="dane-mismatch", at=now,
-                                          names=facts.names, serial=facts.serial,
-                                          reason=sentence))
+                                          names=tuple(c.name for c in checks if c.mismatch),
+                                          serial=facts.serial, reason=sentence,
+                                          key=KEY_WORDS.get(facts.key_type, "")))
             return checks
         if any(c.matched for c in checks):
             self._notifier.forget(key)  # fixed: a later breakage of this key mails again

@@ -140,7 +140,8 @@ def already_sent(state: State, event_id: str) -> bool:
 def _once_notice(event: Event, names: str) -> tuple[str, str]:
     """Subject and body of the ``ONCE`` kinds; ``event.reason`` carries the details."""
     if event.kind == "dane-mismatch":
-        return (f"DANE: no TLSA record matches the key served for {names}",
+        key = f"{event.key} key" if event.key else "key"
+        return (f"DANE: no TLSA record matches the {key} served for {names}",
                 f"elemta serves the certificate serial {event.serial} for {names}, and DNS "
                 f"publishes TLSA records for port 25 that do not match its key:\n\n"
                 f"{event.reason}\n\nUntil a matching record is published (or the key the "

@@ -41,6 +41,7 @@ class Event:
     not_after: datetime | None = None
     old_not_after: datetime | None = None
     reason: str = ""
+    key: str = ""  # which certificate's key, for DANE notices: "ECDSA" | "RSA" ("" any)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def event_to_json(event: Event) -> dict[str, Any]:
         "not_after": event.not_after.isoformat() if event.not_after else None,
         "old_not_after": event.old_not_after.isoformat() if event.old_not_after else None,
         "reason": event.reason,
+        "key": event.key,
     }
 
 
@@ -116,6 +118,7 @@ def event_from_json(record: object) -> Event:
         not_after=_optional_time(record.get("not_after")),
         old_not_after=_optional_time(record.get("old_not_after")),
         reason=_text(record, "reason"),
+        key=_text(record, "key"),
     )
 
 

@@ -220,3 +220,19 @@ def test_a_failing_ari_step_leaves_the_days_rule_in_charge(tmp_path: Path) -> No
     said = messages(logs)
     assert "the CA's renewal information (ARI) could not be used" in said
     assert "certificate check failed unexpectedly" not in said
+
+
+def test_a_mismatch_mail_names_the_key_and_only_the_names_that_mismatch(tmp_path: Path) -> None:
+    """Two MX names, only one published wrong: the mail's subject names the key type served
+    and that name alone (both names, no key, read alike for the ECDSA and RSA mails)."""
+    class TwoNames(Watch):
+        def check(self, served: CertFacts) -> Deferred[list[NameCheck]]:
+            return succeed([NameCheck(DOMAIN, (TLSA,), None, True),
+                            NameCheck("mx2.example.com", ("3 1 1 " + "bb" * 32,), None, False)])
+
+    world = setup(tmp_path, dane="check_dns = true\n", watch=TwoNames())
+    world.cert = facts("0a", T0)  # the watch answers for both MX names ([mta_sts] mx)
+    world.manager.startService()
+    world.clock.advance(0)
+    [mail] = world.mailer.sent
+    assert mail.subject == "DANE: no TLSA record matches the ECDSA key served for mx2.example.com"
