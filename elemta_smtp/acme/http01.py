@@ -42,6 +42,16 @@ WELL_KNOWN = (".well-known", "acme-challenge")
 SharedLookup = Callable[[str, str], Deferred[bytes | None]]
 
 
+def put_head(request: Request, answer: Answer) -> None:
+    """Status, headers and keep-alive of ``answer`` onto ``request``: how every bounded
+    listener (HTTP-01, HTTPS, metrics) answers; the caller returns ``answer.body``."""
+    if answer.close:
+        request.channel.persistent = False
+    request.setResponseCode(answer.status)
+    for name, value in answer.headers:
+        request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+
+
 class ChallengeResource(Resource):
     """A leaf at the root of the site: every request ends here and is answered as
     ``cache.challenges.answer_request`` decides (the rules the plugin's listener follows
@@ -85,11 +95,7 @@ class ChallengeResource(Resource):
         return NOT_DONE_YET
 
     def _send(self, request: Request, answer: Answer, where: str = "") -> bytes:
-        if answer.close:
-            request.channel.persistent = False
-        request.setResponseCode(answer.status)
-        for name, value in answer.headers:
-            request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+        put_head(request, answer)
         if answer.served is not None:
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
             log.info("http-01 challenge served token={token} to {client}{where}",

@@ -33,7 +33,7 @@ from twisted.web.server import Request
 from zope.interface import implementer  # type: ignore[import-untyped, unused-ignore]
 
 from elemta_smtp.acme import mtasts
-from elemta_smtp.acme.http01 import ChallengeChannel, ChallengeSite
+from elemta_smtp.acme.http01 import ChallengeChannel, ChallengeSite, put_head
 from elemta_smtp.cache.challenges import MAX_CONNECTIONS, REQUEST_DEADLINE, AnswerError, read_alpn_answer
 from elemta_smtp.cache.tlsalpn import ACME_TLS_1, Refused, ValidationCache, alpn_select
 from elemta_smtp.certs.bundle import CertificateBundle
@@ -132,11 +132,7 @@ class PolicyResource(Resource):
             request.method.decode("latin-1"), request.uri.decode("latin-1"),
             request.clientproto.decode("latin-1"),
             request.requestHeaders.getRawHeaders(b"host", []), self._policy)
-        if answer.close:
-            request.channel.persistent = False
-        request.setResponseCode(answer.status)
-        for name, value in answer.headers:
-            request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+        put_head(request, answer)
         if answer.served is not None:
             peer = request.getClientAddress()  # type: ignore[no-untyped-call]
             log.info("mta-sts policy served for {host} to {client}", host=answer.served,

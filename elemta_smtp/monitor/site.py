@@ -16,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from elemta_smtp.acme.http01 import ChallengeSite
+from elemta_smtp.acme.http01 import ChallengeSite, put_head
 from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     PLAIN_UTF8,
@@ -88,11 +88,7 @@ class MonitorResource(Resource):
                        request.clientproto.decode("latin-1"),
                        request.requestHeaders.getRawHeaders(b"host", []),
                        metrics=self._metrics, health=self._health)
-        if reply.close:
-            request.channel.persistent = False
-        request.setResponseCode(reply.status)
-        for name, value in reply.headers:
-            request.setHeader(name.encode(), value.encode())  # type: ignore[no-untyped-call]
+        put_head(request, reply)
         return reply.body
 
 
