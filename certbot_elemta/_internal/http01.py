@@ -12,34 +12,23 @@ also written to the shared store (with a time to live), where every other host f
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from acme import challenges
 from certbot import achallenges, errors
 
-from certbot_elemta._internal import constants
-from certbot_elemta._internal.cluster import SharedAnswers
+from certbot_elemta._internal.responder import Responder
 from certbot_elemta._internal.webserver import ChallengeServer
 from elemta_smtp.cache import layout
-from elemta_smtp.cache.challenges import PATH_PREFIX, fetch_answer, remove_answer, write_answer
+from elemta_smtp.cache.challenges import PATH_PREFIX, fetch_answer, write_answer
 from elemta_smtp.cache.redis_store import RedisStore
-from elemta_smtp.errors import CacheError, ChallengeError
+from elemta_smtp.errors import ChallengeError
 from elemta_smtp.units import Address
 
 logger = logging.getLogger(__name__)
 
 ServerFactory = Callable[[Address, Path], ChallengeServer]
-
-
-def is_listening(address: Address, timeout: float = constants.CONNECT_TIMEOUT) -> bool:
-    """Does anything accept TCP connections on ``address`` right now?"""
-    try:
-        with socket.create_connection((address.connect_host, address.port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def self_check_problem(address: Address, url: str, validation: str,
@@ -58,28 +47,22 @@ def self_check_problem(address: Address, url: str, validation: str,
             "pass the daemon's config with --elemta-config, then try again.")
 
 
-class HTTP01Responder:
+class HTTP01Responder(Responder[ChallengeServer]):
     """Writes, serves (when needed) and removes HTTP-01 answers for one certbot run."""
+
+    kind = "http-01"
 
     def __init__(self, cache_dir: Path, http_addr: Address | None,
                  server_factory: ServerFactory = ChallengeServer,
                  shared: RedisStore | None = None) -> None:
-        self.cache_dir = cache_dir
-        self.shared = SharedAnswers(shared)
+        super().__init__(cache_dir, server_factory, shared)
         self.http_addr = http_addr
         self.challenge_dir = layout.challenge_dir(cache_dir)
-        self._server_factory = server_factory
-        self._written: dict[achallenges.AnnotatedChallenge, Path] = {}
-        self.server: ChallengeServer | None = None
 
     def perform(self, achalls: Sequence[achallenges.AnnotatedChallenge]
                 ) -> list[challenges.ChallengeResponse]:
         """Write every answer, make sure it is served, check it; return the responses."""
-        try:
-            layout.ensure_layout(self.cache_dir)
-        except (CacheError, OSError) as exc:
-            raise errors.PluginError(f"Could not prepare elemta's cache {self.cache_dir}: {exc}. "
-                                     "Run certbot as the user that owns cache_dir (or root).") from exc
+        self._prepare_cache()
         responses: list[challenges.ChallengeResponse] = []
         for achall in achalls:
             response, validation = achall.response_and_validation()
@@ -88,7 +71,7 @@ class HTTP01Responder:
                 self._written[achall] = write_answer(self.challenge_dir, token, validation)
             except ChallengeError as exc:
                 raise errors.PluginError(str(exc)) from exc
-            self.shared.share("http-01", token, validation)
+            self.shared.share(self.kind, token, validation)
             responses.append(response)
             logger.debug("Wrote HTTP-01 answer for %s to %s", achall.identifier.value,
                          self._written[achall])
@@ -97,8 +80,7 @@ class HTTP01Responder:
                            "HTTP-01: the answers are only written to %s; something must serve "
                            "that directory on port 80.", self.challenge_dir)
             return responses
-        if self.server is None and not is_listening(self.http_addr):
-            self.server = self._server_factory(self.http_addr, self.challenge_dir)
+        self._serve(self.http_addr, self.challenge_dir)
         for achall in achalls:
             self._self_check(achall)
         return responses
@@ -117,16 +99,3 @@ class HTTP01Responder:
         problem = self_check_problem(self.http_addr, url, validation, result)
         if problem:
             raise errors.PluginError(problem)
-
-    def cleanup(self, achalls: Sequence[achallenges.AnnotatedChallenge]) -> None:
-        """Remove the answers of ``achalls``; stop our own listener once none are left."""
-        for achall in achalls:
-            path = self._written.pop(achall, None)
-            if path is not None:
-                remove_answer(path)
-                self.shared.unshare("http-01", path.name)
-        if not self._written and self.server is not None:
-            self.server.stop()
-            self.server = None
-        if not self._written:
-            self.shared.close()

@@ -13,7 +13,6 @@ the CA would make it (SNI, ALPN acme-tls/1) checks the certificate presented.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import socket
 import threading
@@ -26,15 +25,14 @@ from cryptography import x509
 from josepy.jwk import JWK
 from OpenSSL import SSL
 
-from certbot_elemta._internal.cluster import SharedAnswers
-from certbot_elemta._internal.http01 import is_listening
+from certbot_elemta._internal.responder import Responder
+from certbot_elemta._internal.webserver import bind_error_message
 from elemta_smtp.cache import layout
 from elemta_smtp.cache.challenges import (
     MAX_CONNECTIONS,
     REQUEST_DEADLINE,
     AnswerError,
     read_alpn_answer,
-    remove_answer,
     write_alpn_answer,
 )
 from elemta_smtp.cache.redis_store import RedisStore
@@ -45,8 +43,8 @@ from elemta_smtp.cache.tlsalpn import (
     validates,
     validation_certificate,
 )
-from elemta_smtp.errors import CacheError, ChallengeError
-from elemta_smtp.units import NO_IPV6, Address, bind_hosts, listen_failure
+from elemta_smtp.errors import ChallengeError
+from elemta_smtp.units import NO_IPV6, Address, bind_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -89,20 +87,6 @@ def key_authorization(achall: achallenges.AnnotatedChallenge) -> str:
     """The key authorization of ``achall`` (whichever class acme made it of)."""
     value: str = achall.chall.key_authorization(achall.account_key)
     return value
-
-
-_BIND_FIXES = {
-    errno.EACCES: "Run certbot as root, or start the elemta daemon so it answers the challenge.",
-    errno.EADDRINUSE: ("It is not elemta. Stop that program, or set [tls.letsencrypt] https_addr "
-                       "to a free port that port 443 is forwarded to, then try again."),
-    errno.EADDRNOTAVAIL: "Fix [tls.letsencrypt] https_addr.",
-}
-
-
-def bind_error_message(error: OSError, address: Address) -> str:
-    text = listen_failure("the TLS-ALPN-01 challenge", address, error)
-    fix = _BIND_FIXES.get(error.errno or 0)
-    return text[:1].upper() + text[1:] + "." + (f" {fix}" if fix else "")
 
 
 def _bind(address: Address) -> socket.socket:
@@ -148,7 +132,8 @@ class AlpnServer:
         try:
             self._sock = _bind(address)
         except OSError as exc:
-            raise errors.PluginError(bind_error_message(exc, address)) from exc
+            raise errors.PluginError(bind_error_message(exc, address, "TLS-ALPN-01", "https_addr",
+                                                         443)) from exc
         self._sock.settimeout(0.1)
         self._thread = threading.Thread(target=self._serve, name=f"elemta-tlsalpn-{address.port}",
                                         daemon=True)
@@ -261,19 +246,17 @@ def self_check_problem(address: Address, name: str, key_authz: str,
             "pass the daemon's config with --elemta-config, then try again.")
 
 
-class TLSALPN01Responder:
+class TLSALPN01Responder(Responder[AlpnServer]):
     """Writes, serves (when needed) and removes TLS-ALPN-01 answers for one certbot run."""
+
+    kind = "tls-alpn-01"
 
     def __init__(self, cache_dir: Path, https_addr: Address | None,
                  server_factory: ServerFactory = AlpnServer,
                  shared: RedisStore | None = None) -> None:
-        self.cache_dir = cache_dir
+        super().__init__(cache_dir, server_factory, shared)
         self.https_addr = https_addr
-        self.shared = SharedAnswers(shared)  # a cluster: every host answers (cluster.py)
         self.alpn_dir = layout.tls_alpn_dir(cache_dir)
-        self._server_factory = server_factory
-        self._written: dict[achallenges.AnnotatedChallenge, Path] = {}
-        self.server: AlpnServer | None = None
 
     def perform(self, achalls: Sequence[achallenges.AnnotatedChallenge]
                 ) -> list[challenges.ChallengeResponse]:
@@ -283,11 +266,7 @@ class TLSALPN01Responder:
                 "TLS-ALPN-01 needs elemta's HTTPS listener, but [tls.letsencrypt] https_addr is "
                 "empty: set it (default \":443\", port 443 as seen from the internet) or use "
                 "--preferred-challenges http-01.")
-        try:
-            layout.ensure_layout(self.cache_dir)
-        except (CacheError, OSError) as exc:
-            raise errors.PluginError(f"Could not prepare elemta's cache {self.cache_dir}: {exc}. "
-                                     "Run certbot as the user that owns cache_dir (or root).") from exc
+        self._prepare_cache()
         responses: list[challenges.ChallengeResponse] = []
         for achall in achalls:
             name = achall.identifier.value
@@ -295,11 +274,10 @@ class TLSALPN01Responder:
                 self._written[achall] = write_alpn_answer(self.alpn_dir, name, key_authorization(achall))
             except ChallengeError as exc:
                 raise errors.PluginError(str(exc)) from exc
-            self.shared.share("tls-alpn-01", name, key_authorization(achall))
+            self.shared.share(self.kind, name, key_authorization(achall))
             responses.append(achall.response(achall.account_key))
             logger.debug("Wrote TLS-ALPN-01 answer for %s to %s", name, self._written[achall])
-        if self.server is None and not is_listening(self.https_addr):
-            self.server = self._server_factory(self.https_addr, self.alpn_dir)
+        self._serve(self.https_addr, self.alpn_dir)
         for achall in achalls:
             self._self_check(achall)
         return responses
@@ -315,16 +293,3 @@ class TLSALPN01Responder:
         problem = self_check_problem(self.https_addr, name, key_authorization(achall), result)
         if problem:
             raise errors.PluginError(problem)
-
-    def cleanup(self, achalls: Sequence[achallenges.AnnotatedChallenge]) -> None:
-        """Remove the answers of ``achalls``; stop our own listener once none are left."""
-        for achall in achalls:
-            path = self._written.pop(achall, None)
-            if path is not None:
-                remove_answer(path)
-                self.shared.unshare("tls-alpn-01", path.name)
-        if not self._written and self.server is not None:
-            self.server.stop()
-            self.server = None
-        if not self._written:
-            self.shared.close()

@@ -30,19 +30,21 @@ from elemta_smtp.units import NO_IPV6, Address, bind_hosts, listen_failure
 
 logger = logging.getLogger(__name__)
 
-#: What to do about a failed bind, by errno, once ``listen_failure`` has said why.
-_BIND_FIXES = {
-    errno.EACCES: "Run certbot as root, or start the elemta daemon so it answers the challenge.",
-    errno.EADDRINUSE: ("It is not elemta. Stop that program, or set [tls.letsencrypt] http_addr "
-                       "to a free port that port 80 is forwarded to, then try again."),
-    errno.EADDRNOTAVAIL: "Fix [tls.letsencrypt] http_addr.",
-}
-
-
-def bind_error_message(error: OSError, address: Address) -> str:
-    """One sentence a user can act on for a failed bind (cf. certbot's standalone)."""
-    text = listen_failure("the HTTP-01 challenge", address, error)
-    fix = _BIND_FIXES.get(error.errno or 0)
+def bind_error_message(error: OSError, address: Address, challenge: str = "HTTP-01",
+                       key: str = "http_addr", port: int = 80) -> str:
+    """One sentence a user can act on for a failed bind of the plugin's own listener for
+    ``challenge`` on ``[tls.letsencrypt] key`` (the CA's ``port``) (cf. certbot's
+    standalone): ``listen_failure`` says why, then what to do about it, by errno."""
+    fixes = {
+        errno.EACCES: "Run certbot as root, or start the elemta daemon so it answers the "
+                      "challenge.",
+        errno.EADDRINUSE: (f"It is not elemta. Stop that program, or set [tls.letsencrypt] "
+                           f"{key} to a free port that port {port} is forwarded to, then try "
+                           "again."),
+        errno.EADDRNOTAVAIL: f"Fix [tls.letsencrypt] {key}.",
+    }
+    text = listen_failure(f"the {challenge} challenge", address, error)
+    fix = fixes.get(error.errno or 0)
     return text[:1].upper() + text[1:] + "." + (f" {fix}" if fix else "")
 
 

@@ -20,6 +20,7 @@ from certbot import errors
 
 from certbot_elemta._internal import http01, webserver
 from certbot_elemta._internal.http01 import HTTP01Responder
+from certbot_elemta._internal.responder import is_listening
 from elemta_smtp.cache import challenges as answers
 from elemta_smtp.cache import layout
 from elemta_smtp.errors import ChallengeError
@@ -181,7 +182,7 @@ def test_perform_serves_itself_when_nothing_listens(cache_dir: Path) -> None:
     responder.cleanup([a])
     assert responder.server is None
     assert not (layout.challenge_dir(cache_dir) / token).exists()
-    assert not http01.is_listening(Address("127.0.0.1", port))
+    assert not is_listening(Address("127.0.0.1", port))
 
 
 def test_perform_uses_the_daemon_when_it_listens(cache_dir: Path) -> None:
