@@ -18,9 +18,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 from tests.e2e.pebble import EMAIL, Pebble
+from tests.e2e.test_auto_acquire import served_certificate
 from tests.redis_server import RedisServer
 from tests.support import Daemon, Setup, running_daemon, stop_process
 
@@ -53,26 +52,8 @@ def write_configs(setups: list[Setup], redis_server: RedisServer, directory_url:
         })
 
 
-def served(setup: Setup, cafile: Path | None = None) -> x509.Certificate:
-    """The certificate the node presents after STARTTLS (verified when cafile is given)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    if cafile is None:
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.load_verify_locations(cafile=str(cafile))
-    with smtplib.SMTP("127.0.0.1", setup.smtp_port, timeout=10) as client:
-        client.ehlo("test.example")
-        client.starttls(context=context)
-        sock = client.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        der = sock.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
-
-
 def served_serial(setup: Setup) -> int:
-    return served(setup).serial_number
+    return served_certificate(setup).serial_number
 
 
 def send_mail(setup: Setup) -> None:

@@ -22,12 +22,12 @@ from tests.e2e.cluster import (
     node_setups,
     pebble_issued,
     send_mail,
-    served,
     served_serial,
     start_nodes,
     write_configs,
 )
 from tests.e2e.conftest import StartPebble
+from tests.e2e.test_auto_acquire import served_certificate
 from tests.redis_server import RedisServer, missing_redis, running_redis
 from tests.support import Setup, elemta_command, free_port, process_gone, wait_until
 
@@ -60,12 +60,12 @@ def test_empty_caches_one_issuance_every_node_serves_it(start_pebble: StartPebbl
     with start_nodes(setups, redis_server, env, first=0) as cluster:
         cluster.node(0).wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
         obtained = time.monotonic()
-        leaf = served(setups[0], cafile=pebble.root_path)
+        leaf = served_certificate(setups[0], cafile=pebble.root_path)
         wait_until(lambda: all_serve(setups, [1, 2], leaf.serial_number),
                    "every node serving the issued certificate", timeout=15)
         spread = time.monotonic() - obtained
         for i in (1, 2):
-            assert served(setups[i], cafile=pebble.root_path).serial_number == leaf.serial_number
+            assert served_certificate(setups[i], cafile=pebble.root_path).serial_number == leaf.serial_number
             assert "cluster: installed the certificate for mail.example.com published by node0" \
                 in cluster.node(i).log()
         assert spread < 10, spread
@@ -90,7 +90,7 @@ def test_tls_alpn_answered_by_another_node(start_pebble: StartPebble, redis_serv
     env = {"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
     with start_nodes(setups, redis_server, env, first=0) as cluster:
         cluster.node(0).wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
-        leaf = served(setups[0], cafile=pebble.root_path)
+        leaf = served_certificate(setups[0], cafile=pebble.root_path)
         wait_until(lambda: all_serve(setups, [1, 2], leaf.serial_number),
                    "every node serving the issued certificate", timeout=15)
         log = cluster.node(2).log()
@@ -116,7 +116,7 @@ def test_short_certificate_renewed_once_for_the_cluster(start_pebble: StartPebbl
     env = {"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
     with start_nodes(setups, redis_server, env, first=0) as cluster:
         cluster.node(0).wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
-        first = served(setups[0], cafile=pebble.root_path)
+        first = served_certificate(setups[0], cafile=pebble.root_path)
         wait_until(lambda: all_serve(setups, [1, 2], first.serial_number),
                    "every node serving the first certificate", timeout=15)
         assert cluster.count("acme#info] renewing the certificate") == 0
@@ -126,7 +126,7 @@ def test_short_certificate_renewed_once_for_the_cluster(start_pebble: StartPebbl
         renewed_at = time.monotonic()
         renewer = next(i for i in range(3)
                        if f"certificate for {DOMAIN} renewed" in cluster.node(i).log())
-        second = served(setups[renewer], cafile=pebble.root_path)
+        second = served_certificate(setups[renewer], cafile=pebble.root_path)
         assert second.serial_number != first.serial_number
         wait_until(lambda: all_serve(setups, [0, 1, 2], second.serial_number),
                    "every node serving the renewed certificate", timeout=10)
@@ -175,7 +175,7 @@ def test_lock_holder_killed_while_certbot_runs(start_pebble: StartPebble,
         [taker] = [i for i in (1, 2) if "obtained" in cluster.node(i).log()]
         assert "holds the issuance lock for mail.example.com (fencing token 2" in \
             cluster.node(taker).log()
-        leaf = served(setups[taker], cafile=pebble.root_path)
+        leaf = served_certificate(setups[taker], cafile=pebble.root_path)
         other = 3 - taker
         wait_until(lambda: served_serial(setups[other]) == leaf.serial_number,
                    "the other survivor serving it", timeout=10)
@@ -215,7 +215,7 @@ def test_redis_down_nodes_keep_serving_then_catch_up(start_pebble: StartPebble,
     env = {"REQUESTS_CA_BUNDLE": str(pebble.ca_bundle)}
     with start_nodes(setups, redis_server, env, first=0) as cluster:
         cluster.node(0).wait_for_log(f"certificate for {DOMAIN} obtained", timeout=90)
-        first = served(setups[0], cafile=pebble.root_path).serial_number
+        first = served_certificate(setups[0], cafile=pebble.root_path).serial_number
         wait_until(lambda: all_serve(setups, [1, 2], first), "every node serving it", timeout=15)
 
         redis_server.stop()
@@ -239,7 +239,7 @@ def test_redis_down_nodes_keep_serving_then_catch_up(start_pebble: StartPebble,
             check=False, capture_output=True, text=True, timeout=120,
             env={**os.environ, **env})
         assert renew.returncode == 0, renew.stdout + renew.stderr
-        second = served(setups[0], cafile=pebble.root_path).serial_number
+        second = served_certificate(setups[0], cafile=pebble.root_path).serial_number
         assert second != first
         wait_until(lambda: all_serve(setups, [1, 2], second),
                    "every node serving the forced renewal", timeout=15)
