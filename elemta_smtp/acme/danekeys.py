@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from elemta_smtp.acme.dane import key_value, mx_hosts
-from elemta_smtp.acme.slots import Slot
+from elemta_smtp.acme.slots import Slot, slots
 from elemta_smtp.cache import dane as store
 from elemta_smtp.cache.layout import next_key_path
 from elemta_smtp.cache.lineages import Lineage
@@ -69,6 +69,14 @@ def slot_keys(config: Config, slot: Slot, infos: Sequence[CertInfo] | None = Non
                     store.read_rollover(le.cache_dir, slot.domain, slot.variant),
                     info.source if info is not None else None,
                     details.key if served and details is not None else "", problem)
+
+
+def all_slot_keys(config: Config, infos: Sequence[CertInfo] | None = None) -> list[SlotKeys]:
+    """``slot_keys`` of every certificate ``config`` keeps, from one reading of the files
+    (``infos``: the ``certificate_report`` the caller has already made)."""
+    if infos is None:
+        infos = certificate_report(config, datetime.now(timezone.utc))
+    return [slot_keys(config, slot, infos) for slot in slots(config)]
 
 
 def reuse_warning(lineage: Lineage) -> str | None:

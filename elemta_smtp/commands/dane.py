@@ -13,12 +13,13 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TextIO
 
 from elemta_smtp.acme.blocking import run_blocking
 from elemta_smtp.acme.dane import key_value, record_line
-from elemta_smtp.acme.danekeys import SlotKeys, reuse_warning, slot_keys
+from elemta_smtp.acme.danekeys import SlotKeys, all_slot_keys, reuse_warning
 from elemta_smtp.acme.rollover import RolloverError, next_key_in_lineage, put_back_interrupted
 from elemta_smtp.acme.runner import certonly_command
 from elemta_smtp.acme.slots import KEY_WORDS, Slot, slots
@@ -62,7 +63,7 @@ def dane_status_main(config: Config, out: TextIO, check: bool = False,
     le = config.tls.letsencrypt
     resolver = resolver or config.tls.dane.resolver or None
     missing = checked = 0
-    for keys in (slot_keys(config, s) for s in slots(config)):
+    for keys in all_slot_keys(config):
         print(_title(keys, config), file=out)
         try:
             found = _lookup(resolver, keys.hosts) if check else {}
@@ -150,20 +151,18 @@ def rollover_start_main(config: Config, out: TextIO) -> int:
         return EXIT_FAILURE
     le = config.tls.letsencrypt
     now = datetime.now(timezone.utc)
-    for slot in slots(config):
-        keys = slot_keys(config, slot)
-        if keys.next:
+    for found in all_slot_keys(config):
+        slot, keys = found.slot, found
+        if found.next:
             print(f"{_title(keys, config)}: a rollover is already under way; its next key:",
                   file=out)
         else:
             pem = store.make_key(slot.key_type)
             path = store.write_next_key(le.cache_dir, slot.domain, slot.variant, pem)
-            key = store.load_key(pem, path)
-            keys = SlotKeys(slot, keys.hosts, keys.current, key_value(key.public_key()),
-                            store.Rollover(now, keys.current,
-                                           key_value(key.public_key()), slot.key_type))
-            assert keys.rollover is not None
-            store.write_rollover(le.cache_dir, slot.domain, slot.variant, keys.rollover)
+            value = key_value(store.load_key(pem, path).public_key())
+            rollover = store.Rollover(now, found.current, value, slot.key_type)
+            keys = replace(found, next=value, rollover=rollover)
+            store.write_rollover(le.cache_dir, slot.domain, slot.variant, rollover)
             print(f"{_title(keys, config)}: made the next key ({KEY_WORDS[slot.key_type]}) in "
                   f"{path}", file=out)
         print("Publish these records (the current key's stay until the rollover is finished):",
@@ -196,7 +195,7 @@ def rollover_finish_main(config: Config, out: TextIO, force: bool = False,
         if restored is not None:
             print(f"put certbot's own key back into {restored}: the previous `elemta dane "
                   "rollover finish` was interrupted", file=out)
-    pending = [k for k in (slot_keys(config, s) for s in slots(config)) if k.next]
+    pending = [k for k in all_slot_keys(config) if k.next]
     if not pending:
         print("error: no rollover is under way: start one with `elemta dane rollover start`",
               file=out)

@@ -9,7 +9,7 @@ from typing import TextIO
 
 from elemta_smtp.acme.dnsrecords import FAILED, MISSING, PRESENT, Record, compare, needed_records, zone_text
 from elemta_smtp.config import Config
-from elemta_smtp.tls.report import certificate_report, tlsa_digests
+from elemta_smtp.tls.report import CertInfo, certificate_report, tlsa_digests
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -31,17 +31,17 @@ def _notes(config: Config, tlsa: dict[str, tuple[str, ...]]) -> list[str]:
 
 def records_for(config: Config) -> tuple[list[Record], list[str]]:
     """The records ``config`` needs now, and notes on what is left out."""
-    tlsa = tlsa_digests(certificate_report(config, datetime.now(timezone.utc)))
-    return needed_records(config, tlsa, next_keys(config)), _notes(config, tlsa)
+    infos = certificate_report(config, datetime.now(timezone.utc))
+    tlsa = tlsa_digests(infos)
+    return needed_records(config, tlsa, next_keys(config, infos)), _notes(config, tlsa)
 
 
-def next_keys(config: Config) -> dict[str, tuple[str, ...]]:
+def next_keys(config: Config, infos: Sequence[CertInfo]) -> dict[str, tuple[str, ...]]:
     """For each MX name: the SHA-256 of each next key of a staged rollover under way."""
-    from elemta_smtp.acme.danekeys import slot_keys  # noqa: PLC0415
-    from elemta_smtp.acme.slots import slots  # noqa: PLC0415
+    from elemta_smtp.acme.danekeys import all_slot_keys  # noqa: PLC0415
 
     found: dict[str, tuple[str, ...]] = {}
-    for keys in (slot_keys(config, s) for s in slots(config)):
+    for keys in all_slot_keys(config, infos):
         if keys.next:
             for host in keys.hosts:
                 found[host] = (*found.get(host, ()), keys.next.split()[-1])

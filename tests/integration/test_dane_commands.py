@@ -74,6 +74,8 @@ def test_finish_refused_until_published(setup: tuple[Setup, str, str]) -> None:
     started = run(s, "dane", "rollover", "start")
     assert started.returncode == 0, started.stdout + started.stderr
     assert started.stdout.count("; next key, ADD") == 2
+    assert "(ECDSA P-256 key, " in started.stdout and "(RSA 2048 key, " in started.stdout
+    assert "none served" not in started.stdout
     with running_dns(f"{OWNER} 60 IN TLSA {ecdsa}\n{OWNER} 60 IN TLSA {rsa}\n") as port:
         refused = run(s, "dane", "rollover", "finish", "--resolver", f"127.0.0.1:{port}")
     assert refused.returncode == 1
