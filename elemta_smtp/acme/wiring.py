@@ -80,7 +80,7 @@ class DaemonReactor(Clock, SpawnReactor, ConnectReactor, Protocol):
     """The reactor interfaces the manager, runner and mailer use together."""
 
 
-class OneAtATime:
+class QueuedRunner:
     """certbot runs one at a time (two lineages of key_type = "ecdsa+rsa" share certbot's
     folders, which certbot locks): a run waits for the one before it."""
 
@@ -164,7 +164,7 @@ def build_managers(config: Config, tls: ServedSource, reactor: DaemonReactor,
     env = {**os.environ, DAEMON_PID_ENV: str(os.getpid())}
     base: ProcessRunner | LeaseRunner = ProcessRunner(reactor, env=env) if cluster is None \
         else LeaseRunner(reactor, env, cluster.issuance.certbot_env)
-    runner = OneAtATime(base)
+    runner = QueuedRunner(base)
     mailer = Mailer(config, reactor)
     managers = []
     for slot in slots(config):
